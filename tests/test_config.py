@@ -1,0 +1,71 @@
+import json
+
+import pytest
+
+from training.config import TrainingConfig, describe_fields
+from training.errors import UserError
+
+
+def test_default_config_matches_users_guide():
+    config = TrainingConfig(device="cpu")
+    assert config.device == "cpu"
+    assert config.generator_model == "tiny" and config.discriminator_model == "tiny"
+    assert config.stages == [1, 2, 3, 4, 5]
+
+
+def test_every_field_has_a_help_text():
+    rows = describe_fields()
+    assert len(rows) > 30
+    assert all(help_text for _, _, help_text in rows), [k for k, _, h in rows if not h]
+
+
+def test_overrides_are_typed_and_dotted():
+    config = TrainingConfig().with_overrides(
+        ["--iterations_per_stage=3", "--sandbox.workers=1", "--rewards.lookahead=0.5", "--kl_beta=0", "--stages=[5]"]
+    )
+    assert config.iterations_per_stage == 3 and config.sandbox.workers == 1
+    assert config.rewards.lookahead == 0.5 and isinstance(config.kl_beta, float)
+    assert config.stages == [5]
+    # the original is untouched
+    assert TrainingConfig().sandbox.workers == 2
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--iterations_per_stag=3", "Did you mean 'iterations_per_stage'"),
+        ("--sandbox.worker=1", "sandbox.worker"),
+        ("--iterations_per_stage=many", "iterations_per_stage must be int"),
+        ("--use_discriminator=1", "use_discriminator must be bool"),
+        ("--stages=[7]", "stage numbers 1..5"),
+        ("--kl_beta", "--key=value"),
+        ("--seed.x=1", "not a section"),
+    ],
+)
+def test_bad_overrides_name_the_key(arg, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace(".", r"\.").replace("(", r"\(")):
+        TrainingConfig().with_overrides([arg])
+
+
+def test_yaml_round_trip_and_unknown_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 3\nsandbox:\n  timeout_s: 1\nwarmup:\n  steps: 5\n")
+    config = TrainingConfig.from_yaml(str(path))
+    assert config.seed == 3 and config.sandbox.timeout_s == 1.0 and config.warmup.steps == 5
+    out = tmp_path / "c.json"
+    config.to_json(str(out))
+    assert TrainingConfig.from_dict(json.loads(out.read_text())) == config
+    path.write_text("sandbox:\n  timeout: 1\n")
+    with pytest.raises(UserError, match="sandbox.timeout"):
+        TrainingConfig.from_yaml(str(path))
+    with pytest.raises(UserError, match="does not exist"):
+        TrainingConfig.from_yaml(str(tmp_path / "missing.yaml"))
+
+
+def test_shipped_configs_load():
+    import glob
+
+    paths = glob.glob("configs/*.yaml")
+    assert "configs/default.yaml" in paths
+    for path in paths:
+        TrainingConfig.from_yaml(path)

@@ -1,0 +1,253 @@
+"""TrainingConfig: every knob of a run, with a default and a one-line help each.
+
+    config = TrainingConfig(device="cpu")
+    config = TrainingConfig.from_yaml("configs/default.yaml")
+    config = config.with_overrides(["--iterations_per_stage=4", "--sandbox.workers=1"])
+
+Nested sections (`warmup`, `rewards`, `sandbox`, `lora`) are dataclasses of
+their own and take dotted keys on the command line. Values from YAML and from
+`--key=value` are type-checked; an unknown key or a wrong type raises a
+`UserError` that names the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+
+import yaml
+
+from training.errors import UserError
+
+
+def _f(default, help: str, **kwargs):
+    """A dataclass field with a default and a help text (shown by `train.py --help`)."""
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        factory = (lambda d=default: type(d)(**dataclasses.asdict(d))) if dataclasses.is_dataclass(default) else (
+            lambda d=default: type(d)(d)
+        )
+        return field(default_factory=factory, metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class WarmupConfig:
+    enabled: bool = _f(True, "Supervised warm-up on gold five-stage chains before the adversarial stages.")
+    steps: int = _f(500, "Optimizer steps of generator warm-up.")
+    batch_size: int = _f(32, "Examples per warm-up step (one example = one stage of one problem).")
+    lr: float = _f(3e-3, "Peak learning rate of warm-up (cosine decay to 10%).")
+    discriminator_steps: int = _f(150, "Warm-up steps of the discriminator's test writer on reference tests.")
+    problems: str = _f("curriculum:warmup", "Problem source with gold chains for warm-up.")
+
+
+@dataclass
+class RewardConfig:
+    # Weights of the registered reward functions (training/rewards.py). A weight
+    # of 0 turns a term off; every term is still logged when it is computed.
+    discriminator: float = _f(1.0, "Stages 1-4: the discriminator's probability that the output is reference-quality.")
+    lookahead: float = _f(0.0, "Stages 1-4: pass rate after completing the chain to code greedily (costly).")
+    reference_tests: float = _f(1.0, "Stage 5: pass fraction on the problem's reference tests.")
+    discriminator_tests: float = _f(0.5, "Stage 5: pass fraction on discriminator tests validated on the reference.")
+
+
+@dataclass
+class SandboxConfig:
+    timeout_s: float = _f(2.0, "Wall-clock limit per sandbox job, seconds.")
+    memory_mb: int = _f(512, "Address-space limit per sandbox job, MiB.")
+    workers: int = _f(2, "Parallel sandbox workers.")
+
+
+@dataclass
+class LoraConfig:
+    r: int = _f(16, "LoRA rank.")
+    alpha: int = _f(32, "LoRA alpha.")
+
+
+@dataclass
+class TrainingConfig:
+    # --- run ---
+    device: str = _f("auto", "cpu, cuda, or auto (cuda when available).")
+    seed: int = _f(0, "Seed for model init, sampling and data order.")
+    dtype: str = _f("auto", "auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16.")
+    generator_model: str = _f("tiny", "Hub id or local directory of the generator; 'tiny' builds the embedded model.")
+    discriminator_model: str = _f("tiny", "Hub id or local directory of the discriminator; 'tiny' = embedded model.")
+    problems: str = _f("curriculum:train", "Training problems: curriculum:<split>, humaneval, or a .jsonl path.")
+    eval_problems: str = _f("curriculum:heldout_instances", "Problems for the held-out evaluation after each stage.")
+    eval_size: int = _f(48, "How many evaluation problems to use (0 = all).")
+    # --- curriculum over stages ---
+    stages: list = _f([1, 2, 3, 4, 5], "Stages to train, in order (1..5).")
+    iterations_per_stage: int = _f(12, "RL iterations per stage.")
+    problems_per_batch: int = _f(8, "Problems per RL iteration.")
+    group_size: int = _f(8, "Samples per problem (G) for group-relative advantages.")
+    max_new_tokens: list = _f([80, 96, 96, 80, 128], "Token budget per stage output, stages 1..5.")
+    temperature: float = _f(1.0, "Sampling temperature of rollouts.")
+    top_p: float = _f(1.0, "Nucleus sampling of rollouts.")
+    # --- generator update ---
+    generator_lr: float = _f(5e-4, "Generator learning rate in the adversarial stages.")
+    kl_beta: float = _f(0.02, "Weight of the KL penalty to the frozen reference generator.")
+    clip_range: float = _f(0.2, "PPO-style ratio clip for the policy-gradient loss.")
+    policy_epochs: int = _f(1, "Gradient passes over each rollout batch (>1 makes the clip active).")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
+    generator_steps: int = _f(1, "Generator updates per iteration before the discriminator's turn.")
+    # --- discriminator ---
+    use_discriminator: bool = _f(True, "False = ablation: execution reward only, no discriminator score or tests.")
+    discriminator_lr: float = _f(5e-4, "Discriminator learning rate (scoring head, LM and test writer).")
+    discriminator_steps: int = _f(1, "Discriminator updates per iteration.")
+    num_generated_tests: int = _f(4, "Tests the discriminator writes per problem at stage 5.")
+    test_temperature: float = _f(1.0, "Sampling temperature of the test writer.")
+    rewards: RewardConfig = _f(RewardConfig(), "Reward weights.")
+    warmup: WarmupConfig = _f(WarmupConfig(), "Supervised warm-up.")
+    sandbox: SandboxConfig = _f(SandboxConfig(), "Sandbox limits.")
+    # --- memory ---
+    gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
+    use_lora: bool = _f(False, "Train LoRA adapters (peft) instead of full weights.")
+    lora: LoraConfig = _f(LoraConfig(), "LoRA settings (with use_lora).")
+    offload_reference: bool = _f(False, "Keep the frozen reference model on CPU, moving it to the device per use.")
+    # --- output ---
+    checkpoint_dir: str = _f("checkpoints", "Where stage_N/, best/, final/ and metrics.jsonl are written.")
+    log_every: int = _f(1, "Write a metrics line every N iterations.")
+    plot: bool = _f(True, "Write a PNG of the training curves at the end of each stage.")
+    progress: bool = _f(True, "Show tqdm progress bars.")
+
+    def __post_init__(self):
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise UserError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise UserError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if not self.stages or any(not isinstance(s, int) or not 1 <= s <= 5 for s in self.stages):
+            raise UserError(f"stages must be a non-empty list of stage numbers 1..5, got {self.stages!r}")
+        if len(self.max_new_tokens) != 5 or any(not isinstance(t, int) or t < 1 for t in self.max_new_tokens):
+            raise UserError(f"max_new_tokens must list 5 positive integers (stages 1..5), got {self.max_new_tokens!r}")
+        for name in ("iterations_per_stage", "problems_per_batch", "policy_epochs", "generator_steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.group_size < 2:
+            raise UserError(f"group_size must be at least 2 (advantages are relative to the group), got {self.group_size}")
+        if self.temperature <= 0:
+            raise UserError(f"temperature must be positive for rollouts, got {self.temperature}")
+        if self.sandbox.workers < 1 or self.sandbox.timeout_s <= 0 or self.sandbox.memory_mb < 32:
+            raise UserError("sandbox needs workers >= 1, timeout_s > 0 and memory_mb >= 32")
+
+    # ------------------------------------------------------------- conversions
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "TrainingConfig":
+        return cls(**_build_kwargs(cls, data, prefix="", source=source))
+
+    @classmethod
+    def from_yaml(cls, path: str) -> "TrainingConfig":
+        if not os.path.isfile(path):
+            raise UserError(f"config file {path} does not exist; see configs/ for the shipped ones")
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"config file {path} must hold a mapping of keys to values")
+        return cls.from_dict(data, source=path)
+
+    def with_overrides(self, args: list[str]) -> "TrainingConfig":
+        """A copy with `--key=value` (or `key=value`) overrides applied; dotted keys for sections."""
+        data = self.to_dict()
+        for arg in args:
+            key, value = parse_override(arg)
+            _set_dotted(type(self), data, key, value)
+        return type(self).from_dict(data, source="command line")
+
+
+def parse_override(arg: str) -> tuple[str, object]:
+    body = arg[2:] if arg.startswith("--") else arg
+    if "=" not in body:
+        raise UserError(f"override {arg!r} must look like --key=value (e.g. --iterations_per_stage=4)")
+    key, raw = body.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(cls, data: dict, key: str, value) -> None:
+    parts = key.split(".")
+    node, node_cls = data, cls
+    for i, part in enumerate(parts):
+        names = {f.name: f for f in dataclasses.fields(node_cls)}
+        if part not in names:
+            _unknown_key(".".join(parts[: i + 1]), names, node_cls)
+        if i == len(parts) - 1:
+            node[part] = value
+        else:
+            sub = _field_type(node_cls, part)
+            if not dataclasses.is_dataclass(sub):
+                raise UserError(f"config key {'.'.join(parts[: i + 1])} is not a section; use --{part}=value")
+            node, node_cls = node[part], sub
+
+
+def _unknown_key(key: str, names, cls) -> typing.NoReturn:
+    close = difflib.get_close_matches(key.split(".")[-1], list(names), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise UserError(f"unknown config key {key!r}.{hint} Valid keys here: {', '.join(sorted(names))}")
+
+
+def _field_type(cls, name: str):
+    return typing.get_type_hints(cls)[name]
+
+
+def _build_kwargs(cls, data: dict, prefix: str, source: str) -> dict:
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = prefix + key
+        if key not in names:
+            _unknown_key(full, names, cls)
+        kwargs[key] = _check_type(full, _field_type(cls, key), value, source)
+    return kwargs
+
+
+def _check_type(key: str, expected, value, source: str):
+    if dataclasses.is_dataclass(expected):
+        if isinstance(value, expected):
+            return value
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: {key} is a section; give it as a mapping or use dotted keys like --{key}.<name>=...")
+        return expected(**_build_kwargs(expected, value, key + ".", source))
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        list: isinstance(value, list),
+    }.get(expected, True)
+    if not ok:
+        raise UserError(
+            f"{source}: {key} must be {getattr(expected, '__name__', expected)}, got {value!r} ({type(value).__name__})"
+        )
+    return float(value) if expected is float else value
+
+
+def describe_fields(cls=TrainingConfig, prefix: str = "") -> list[tuple[str, object, str]]:
+    """(dotted key, default, help) for every field: what `train.py --help` lists."""
+    rows = []
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(value):
+            rows.extend(describe_fields(type(value), prefix + f.name + "."))
+        else:
+            rows.append((prefix + f.name, value, f.metadata.get("help", "")))
+    return rows
