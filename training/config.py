@@ -92,6 +92,7 @@ class TrainingConfig:
     clip_range: float = _f(0.2, "PPO-style ratio clip for the policy-gradient loss.")
     policy_epochs: int = _f(1, "Gradient passes over each rollout batch (>1 makes the clip active).")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
+    micro_batch_size: int = _f(32, "Sequences per forward/backward pass in updates (gradient accumulation).")
     generator_steps: int = _f(1, "Generator updates per iteration before the discriminator's turn.")
     # --- discriminator ---
     use_discriminator: bool = _f(True, "False = ablation: execution reward only, no discriminator score or tests.")

@@ -1,0 +1,72 @@
+"""Build what a run needs from a TrainingConfig: device, players, sandbox, problems.
+
+Shared by train.py, inference.py and notebooks, so every entry point makes
+the same objects the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from training.config import TrainingConfig
+from training.errors import UserError
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> cuda when available, else cpu; a CUDA device without CUDA is a UserError."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} was asked for but CUDA is not available here; use --device=cpu")
+    return device
+
+
+def resolve_dtype(name: str):
+    return None if name == "auto" else getattr(torch, name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_players(config: TrainingConfig):
+    """The generator and the discriminator named by the config, on its device."""
+    from models.discriminator import LLMDiscriminator
+    from models.generator import LLMGenerator
+
+    device = resolve_device(config.device)
+    common = dict(
+        device=device,
+        dtype=resolve_dtype(config.dtype),
+        use_lora=config.use_lora,
+        lora_r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        gradient_checkpointing=config.gradient_checkpointing,
+    )
+    generator = LLMGenerator(config.generator_model, **common)
+    discriminator = LLMDiscriminator(config.discriminator_model, **common)
+    return generator, discriminator
+
+
+def build_sandbox(config: TrainingConfig):
+    from sandbox import Sandbox
+
+    return Sandbox(timeout_s=config.sandbox.timeout_s, memory_mb=config.sandbox.memory_mb, workers=config.sandbox.workers)
+
+
+def check_writable(directory: str) -> None:
+    """Fail early, with one sentence, when checkpoints could not be written."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = os.path.join(directory, ".write-probe")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"checkpoint directory {directory} is not writable ({e.strerror}); pass --checkpoint_dir=<a writable path>") from None

@@ -1,0 +1,107 @@
+"""Training log: one JSON line per iteration, progress bars, and a PNG of the curves.
+
+`checkpoints/metrics.jsonl` is append-only while training; on resume from
+stage k the lines of later (interrupted) stages are dropped, so a resumed run
+ends with the same log a straight run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+from tqdm import tqdm
+
+PLOTTED = (
+    ("reward", "generator reward"),
+    ("pass_rate", "stage-5 rollout pass rate"),
+    ("disc_accuracy", "discriminator accuracy"),
+    ("kl", "KL to reference"),
+)
+
+
+class MetricsLog:
+    def __init__(self, checkpoint_dir: str, enabled: bool = True, progress: bool = True):
+        self.path = os.path.join(checkpoint_dir, "metrics.jsonl")
+        self.enabled = enabled  # False on every process but the main one
+        self.progress = progress and enabled
+
+    def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(clean, sort_keys=True) + "\n")
+
+    def rows(self) -> list:
+        if not os.path.isfile(self.path):
+            return []
+        out = []
+        with open(self.path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        continue  # a line cut by a kill mid-write
+        return out
+
+    def truncate_after(self, stage_id: int) -> None:
+        """Drop the lines of stages after `stage_id` (left by an interrupted run)."""
+        if not self.enabled or not os.path.isfile(self.path):
+            return
+        kept = [r for r in self.rows() if r.get("stage", 0) <= stage_id]
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            for row in kept:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)
+
+    def progress_bar(self, total: int, desc: str):
+        return tqdm(total=total, desc=desc, disable=not self.progress, dynamic_ncols=True, file=sys.stderr, leave=True)
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            tqdm.write(text, file=sys.stderr)
+
+    def plot(self, path: str) -> None:
+        """Reward, pass rate, discriminator accuracy and KL over global steps, one panel each."""
+        if not self.enabled:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = [r for r in self.rows() if r.get("stage", 0) >= 1]
+        fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
+        for ax, (key, title) in zip(axes.flat, PLOTTED):
+            points = [(r["global_step"], r[key]) for r in rows if r.get(key) is not None and "global_step" in r]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker=".", linewidth=1)
+            for boundary in _stage_starts(rows):
+                ax.axvline(boundary, color="grey", linewidth=0.5, linestyle="--")
+            ax.set_title(title)
+            ax.grid(alpha=0.3)
+        for ax in axes[1]:
+            ax.set_xlabel("generator step")
+        fig.tight_layout()
+        tmp = path + ".tmp.png"
+        fig.savefig(tmp, dpi=80)
+        plt.close(fig)
+        os.replace(tmp, path)
+
+
+def _stage_starts(rows: list) -> list:
+    starts, last = [], None
+    for r in rows:
+        if r.get("stage") != last:
+            last = r.get("stage")
+            if "global_step" in r:
+                starts.append(r["global_step"])
+    return starts[1:]
