@@ -1,0 +1,70 @@
+import math
+
+import pytest
+import torch
+
+from training.adversarial_trainer import AdversarialTrainer
+from training.problems import Problem
+from training.rewards import REWARDS, RewardBatch, combine, cure_test_rewards
+
+
+def _problem():
+    return Problem(id="p", prompt="Write `f(x)`.", entry_point="f", reference_solution="def f(x):\n    return x\n",
+                   tests=["assert f(1) == 1", "assert f(2) == 2"])
+
+
+def test_registry_names_match_config_weights():
+    from training.config import RewardConfig
+    import dataclasses
+
+    assert set(REWARDS) == {f.name for f in dataclasses.fields(RewardConfig)}
+
+
+def test_combine_is_weighted_mean_of_applicable_terms_and_in_range():
+    terms = {"a": [1.0, None, 0.5, float("nan")], "b": [0.0, 1.0, None, 1.0]}
+    total = combine(terms, {"a": 3.0, "b": 1.0})
+    assert total[0] == pytest.approx(0.75)
+    assert total[1] == 1.0 and total[2] == 0.5
+    assert total[3] == pytest.approx(0.25)  # nan counts as 0, never propagates
+    assert combine({"a": [None]}, {"a": 1.0}) == [0.0]
+    assert all(0.0 <= t <= 1.0 and math.isfinite(t) for t in total)
+
+
+def test_stage5_execution_rewards_on_hand_written_completions():
+    fn_ref = REWARDS["reference_tests"](None)
+    fn_disc = REWARDS["discriminator_tests"](None)
+    p = _problem()
+    batch = RewardBatch(
+        stage_id=5,
+        problems=[p] * 3,
+        prefixes=[[]] * 3,
+        completions=["def f(x):\n    return x", "def f(x) return", "def f(x):\n    return 1"],
+        reference_results=[[True, True], [False, False], [True, False]],
+        discriminator_results=[[True], [], [False, True]],
+    )
+    assert fn_ref(batch) == [1.0, 0.0, 0.5]
+    # no validated discriminator test -> not applicable; unparseable code -> 0 when tests exist
+    assert fn_disc(batch) == [1.0, None, 0.5]
+    batch.discriminator_results = [[True], [True], [True]]
+    assert fn_disc(batch)[1] == 0.0
+    batch.stage_id = 3
+    assert fn_ref(batch) == [None] * 3 and fn_disc(batch) == [None] * 3
+
+
+def test_cure_rewards_follow_design():
+    # two wrong candidates; test 0 valid and catches both, test 1 valid catches one,
+    # test 2 invalid and lets one wrong candidate pass, test 3 invalid and lets both pass
+    passes_reference = [True, True, False, False]
+    wrong = [[False, True, True, True], [False, False, False, True]]
+    assert cure_test_rewards(passes_reference, wrong) == [1.0, 0.5, -0.5, -1.0]
+    assert cure_test_rewards([True, False], []) == [0.0, -1.0]
+
+
+def test_group_advantages_skip_zero_spread_groups():
+    rewards = [1.0, 0.0, 1.0, 0.0, 0.5, 0.5, 0.5, 0.5]
+    adv, valid, frac = AdversarialTrainer.compute_advantages(rewards, 4)
+    assert frac == 0.5
+    assert valid.tolist() == [True] * 4 + [False] * 4
+    assert torch.all(adv[4:] == 0)
+    assert adv[:4].sum().abs() < 1e-5 and adv[0] > 0 > adv[1]
+    assert torch.isfinite(adv).all()
