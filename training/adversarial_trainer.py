@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from reasoning.stages import build_prompt, build_test_prompt, extract_tests, get_stage
 from training import checkpoint as ckpt
+from training.chains import generate_chains
 from training.config import TrainingConfig
 from training.errors import UserError
 from training.metrics import MetricsLog
@@ -255,22 +256,11 @@ class AdversarialTrainer:
                 self._prefix_cache[(p.id, stage_id)] = chain
         return [self._prefix_cache[(p.id, stage_id)] for p in problems]
 
-    def generate_chains(self, problems: list, upto: int = 5, start: list | None = None, batch_size: int = 64) -> list:
-        """Greedy stages len(start)+1..upto for each problem; returns the chains (lists of stage texts)."""
-        chains = [list(s) for s in start] if start is not None else [[] for _ in problems]
-        self.generator.model.eval()
-        for lo in range(0, len(problems), batch_size):
-            idx = range(lo, min(lo + batch_size, len(problems)))
-            for stage_id in range(len(chains[lo]) + 1, upto + 1):
-                prompts = [self.generator.format_prompt(build_prompt(problems[i].prompt, chains[i], stage_id)) for i in idx]
-                with torch.no_grad():
-                    ro = self.generator.sample(
-                        prompts, num_samples=1, max_new_tokens=self.config.max_new_tokens[stage_id - 1], temperature=0.0
-                    )
-                stage = get_stage(stage_id)
-                for i, text in zip(idx, ro.texts):
-                    chains[i].append(stage.extract(text))
-        return chains
+    def generate_chains(self, problems: list, upto: int = 5, start: list | None = None) -> list:
+        """Greedy stages len(start)+1..upto for each problem, with this run's token budgets."""
+        return generate_chains(
+            self.generator, [p.prompt for p in problems], self.config.max_new_tokens, upto=upto, start=start
+        )
 
     # ======================================================================== score
     def score(self, batch: StageBatch) -> list:

@@ -1,0 +1,47 @@
+"""Five-stage chains: each stage generated after the problem and the stages before it.
+
+Used by the trainer (prefixes, look-ahead, evaluation), by inference.py and
+by the evaluation script, so that all of them build chains the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from reasoning.stages import NUM_STAGES, build_prompt, get_stage
+
+
+def generate_chains(
+    generator,
+    problem_texts: list,
+    max_new_tokens: list | None = None,
+    upto: int = NUM_STAGES,
+    start: list | None = None,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    batch_size: int = 64,
+) -> list:
+    """Stages len(start)+1..upto for each problem text; returns one chain (list of stage texts) each.
+
+    temperature 0 is greedy decoding. `start` gives chains to continue (all of
+    the same length); `max_new_tokens` lists the budget per stage (default:
+    each stage's own).
+    """
+    budgets = max_new_tokens or [get_stage(i).max_new_tokens for i in range(1, NUM_STAGES + 1)]
+    chains = [list(s) for s in start] if start is not None else [[] for _ in problem_texts]
+    if not chains:
+        return []
+    first = len(chains[0]) + 1
+    generator.model.eval()
+    for lo in range(0, len(problem_texts), batch_size):
+        idx = range(lo, min(lo + batch_size, len(problem_texts)))
+        for stage_id in range(first, upto + 1):
+            prompts = [generator.format_prompt(build_prompt(problem_texts[i], chains[i], stage_id)) for i in idx]
+            with torch.no_grad():
+                ro = generator.sample(
+                    prompts, num_samples=1, max_new_tokens=budgets[stage_id - 1], temperature=temperature, top_p=top_p
+                )
+            stage = get_stage(stage_id)
+            for i, text in zip(idx, ro.texts):
+                chains[i].append(stage.extract(text))
+    return chains
