@@ -1,0 +1,241 @@
+"""pass@k, CodeT ranking and the evaluation scoring path (training/evaluate.py, training/ranking.py)."""
+
+import json
+import math
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import pytest
+
+from training.evaluate import evaluate_samples, main as evaluate_main, pass_at_k, sample_passed, summarize, to_markdown
+from training.problems import Problem
+from training.ranking import codet_rank, group_by_passes, infer_entry_point, pass_matrix
+
+
+# ================================================================== pass@k
+@pytest.mark.parametrize(
+    "n, c, k, expected",
+    [
+        (5, 2, 1, 0.4),  # c / n
+        (5, 2, 2, 0.7),  # 1 - C(3,2)/C(5,2) = 1 - 3/10
+        (5, 0, 1, 0.0),
+        (5, 0, 5, 0.0),
+        (5, 4, 2, 1.0),  # n - c = 1 < k: every pair holds a pass
+        (5, 5, 1, 1.0),
+        (10, 3, 5, 1 - 21 / 252),  # 1 - C(7,5)/C(10,5)
+        (1, 1, 1, 1.0),
+        (1, 0, 1, 0.0),
+    ],
+)
+def test_pass_at_k_hand_computed(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_equals_the_subset_definition():
+    # pass@k is the chance that a random k-subset of the n samples holds a passing one
+    for n in range(1, 8):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                subsets = list(combinations([True] * c + [False] * (n - c), k))
+                exact = sum(any(s) for s in subsets) / len(subsets)
+                assert pass_at_k(n, c, k) == pytest.approx(exact, abs=1e-12)
+
+
+def test_pass_at_k_is_stable_for_large_n():
+    value = pass_at_k(2000, 3, 100)  # binomials of this size overflow floats
+    assert math.isfinite(value) and 0 < value < 1
+    assert value == pytest.approx(1 - math.comb(1997, 100) / math.comb(2000, 100), rel=1e-9)
+
+
+@pytest.mark.parametrize("n, c, k", [(5, 6, 1), (5, -1, 1), (5, 2, 0), (3, 1, 5)])
+def test_pass_at_k_rejects_impossible_arguments(n, c, k):
+    with pytest.raises(ValueError):
+        pass_at_k(n, c, k)
+
+
+def test_summarize_skips_k_larger_than_n():
+    rows = [{"n": 2, "c": 1, "test_pass_rate": 0.5}, {"n": 2, "c": 0, "test_pass_rate": 0.0}]
+    out = summarize(rows, ks=[1, 2, 5])
+    assert out["ks"] == [1, 2]
+    assert out["pass@1"] == pytest.approx(0.25)
+    assert out["pass@2"] == pytest.approx(0.5)
+    assert "pass@5" not in out
+
+
+# ================================================================== CodeT ranking
+T, F = True, False
+
+
+def test_consensus_group_beats_a_lone_sample_passing_more_tests():
+    matrix = [
+        [T, F, F, F],  # 0: alone, 1 test            -> 1
+        [T, T, T, F],  # 1: agrees with 3 and 4      -> 3 x 3 = 9
+        [T, T, T, T],  # 2: alone, passes everything -> 1 x 4 = 4
+        [T, T, T, F],
+        [T, T, T, F],
+    ]
+    pick = codet_rank(matrix)
+    assert pick.index == 1
+    assert (pick.winner.size, pick.winner.tests_passed, pick.winner.score) == (3, 3, 9)
+    assert pick.winner.members == (1, 3, 4)
+    assert [g.score for g in pick.groups] == [9, 4, 1]
+    assert "3 samples" in pick.explain() and "3 of 4 tests" in pick.explain() and "= 9" in pick.explain()
+
+
+def test_more_tests_win_when_groups_are_equally_large():
+    pick = codet_rank([[T, F, F], [T, F, F], [T, T, F], [T, T, F]])
+    assert pick.index == 2 and pick.winner.score == 4
+
+
+def test_equal_scores_go_to_the_lower_index():
+    # {0, 2} pass 1 test (2 x 1 = 2); {1} passes 2 tests (1 x 2 = 2): tie -> the group of sample 0
+    assert codet_rank([[T, F], [T, T], [T, F]]).index == 0
+    # {0} passes 2 tests (2); {1, 2} pass 1 test (2): tie -> sample 0
+    assert codet_rank([[T, T], [F, T], [F, T]]).index == 0
+    # the same tie with the lone sample later -> the pair, starting at 0
+    assert codet_rank([[F, T], [F, T], [T, T]]).index == 0
+
+
+def test_groups_need_the_exact_same_passing_set():
+    # 0 and 1 each pass one test, but different ones: no agreement between them
+    groups = group_by_passes([[T, F], [F, T], [T, F]])
+    assert [(g.members, g.passed) for g in groups] == [((0, 2), (T, F)), ((1,), (F, T))]
+
+
+def test_no_passes_and_no_tests_keep_the_first_sample():
+    none_pass = codet_rank([[F, F], [F, F], [F, F]])
+    assert none_pass.index == 0 and none_pass.winner.score == 0 and "no sample passes" in none_pass.explain()
+    no_tests = codet_rank([[], [], []])
+    assert no_tests.index == 0 and no_tests.num_tests == 0 and "no usable tests" in no_tests.explain()
+
+
+def test_a_single_sample_is_its_own_pick():
+    pick = codet_rank([[F, T]])
+    assert pick.index == 0 and pick.to_dict()["winner"] == 0
+
+
+def test_ranking_rejects_ragged_or_empty_matrices():
+    with pytest.raises(ValueError):
+        codet_rank([])
+    with pytest.raises(ValueError):
+        codet_rank([[T], [T, F]])
+
+
+def test_to_dict_is_json_ready():
+    d = codet_rank([[T, F], [T, F], [F, T]]).to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert (d["winner"], d["group_size"], d["tests_passed"], d["score"]) == (0, 2, 1, 2)
+
+
+# ================================================================== entry points
+@pytest.mark.parametrize(
+    "problem, codes, expected",
+    [
+        ("Write `reverse_string(s)` that reverses s.", [], "reverse_string"),
+        ("def add(a, b):\n    '''Add.'''\n", [], "add"),
+        ("Write a function called count_vowels(text) ...", [], "count_vowels"),
+        ("Implement a function that reverses a string", ["def rev(s):\n    return s[::-1]\n"], "rev"),
+        ("Reverse a string", ["def a(s): pass", "def b(s): pass", "def b(s): return s"], "b"),
+        ("Reverse a string", ["def a(s): pass", "def b(s): pass"], "a"),
+        ("Reverse a string", ["not python at all", ""], None),
+    ],
+)
+def test_infer_entry_point(problem, codes, expected):
+    assert infer_entry_point(problem, codes) == expected
+
+
+# ================================================================== scoring path (fake sandbox)
+@dataclass
+class FakeResult:
+    passed: bool
+    test_results: list = field(default_factory=list)
+    status: str = "ok"
+    error: str = ""
+
+
+class FakeSandbox:
+    """Runs nothing: a sample "passes" test j when the code string contains `ok<j>`; `crash` reports nothing."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def run_batch(self, jobs):
+        self.jobs.extend(jobs)
+        out = []
+        for code, tests, _entry in jobs:
+            if "crash" in code:
+                out.append(FakeResult(False, [], "error"))
+                continue
+            results = [f"ok{j}" in code for j in range(len(tests))]
+            out.append(FakeResult(all(results), results))
+        return out
+
+
+def _problem(pid, n_tests, source="curriculum"):
+    return Problem(id=pid, prompt="p", entry_point="f", reference_solution="def f(): pass",
+                   tests=[f"assert f() == {i}" for i in range(n_tests)], source=source)
+
+
+def test_evaluate_samples_counts_full_passes_only():
+    problems = [_problem("a", 2), _problem("b", 2)]
+    samples = [["ok0 ok1", "ok0", "crash", "ok0 ok1"], ["ok1", "", "ok0", "crash"]]
+    sandbox = FakeSandbox()
+    out = evaluate_samples(problems, samples, sandbox, ks=[1, 2, 10])
+    assert len(sandbox.jobs) == 8
+    assert [(r["n"], r["c"]) for r in out["problems"]] == [(4, 2), (4, 0)]
+    assert out["pass@1"] == pytest.approx((0.5 + 0.0) / 2)
+    assert out["pass@2"] == pytest.approx((pass_at_k(4, 2, 2) + 0.0) / 2)
+    assert "pass@10" not in out and out["ks"] == [1, 2]
+    # test pass rate: problem a 1, .5, 0, 1 -> .625; problem b .5, 0, .5, 0 -> .25
+    assert out["test_pass_rate"] == pytest.approx((0.625 + 0.25) / 2)
+
+
+def test_block_test_is_judged_by_the_sandbox_verdict():
+    # HumanEval keeps one check(...) block: pass/fail is the sandbox's, whatever test_results says
+    assert sample_passed(FakeResult(True, []), 1) is True
+    assert sample_passed(FakeResult(False, [True]), 1) is False
+    # several tests: a job that stopped half-way fails the tests it did not report
+    assert sample_passed(FakeResult(True, [True]), 2) is False
+    assert sample_passed(FakeResult(True, [True, True]), 2) is True
+
+
+def test_pass_matrix_pads_crashed_jobs():
+    matrix = pass_matrix(FakeSandbox(), ["ok0 ok2", "crash", ""], ["t0", "t1", "t2"], "f")
+    assert matrix == [[T, F, T], [F, F, F], [F, F, F]]
+    assert pass_matrix(FakeSandbox(), ["a", "b"], [], "f") == [[], []]
+
+
+def test_markdown_table_has_one_row_per_source():
+    report = {
+        "checkpoint": "ck", "canonical": False, "n": 4, "ks": [1, 2], "num_samples_rerank": 4,
+        "results": [
+            {"source": "curriculum:heldout_instances", "num_problems": 3, "n": 4, "pass@1": 0.5, "pass@2": 0.75,
+             "test_pass_rate": 0.6, "rerank": {"pass@1": 2 / 3, "random_pick_pass@1": 0.5}},
+            {"source": "humaneval", "num_problems": 164, "n": 4, "pass@1": 0.0, "pass@2": 0.0, "test_pass_rate": 0.0},
+        ],
+    }
+    lines = to_markdown(report).strip().splitlines()
+    header = lines[2]
+    assert header.startswith("| source | problems | n | pass@1 | pass@2 |") and "reranked pass@1" in header
+    rows = lines[4:]
+    assert len(rows) == 2
+    assert rows[0].split("|")[1:-1] == [" `curriculum:heldout_instances` ", " 3 ", " 4 ", " 0.500 ", " 0.750 ",
+                                         " 0.600 ", " 0.667 ", " 0.500 "]
+    assert "n/a" in rows[1]
+
+
+# ================================================================== CLI errors (no models, no sandbox)
+def test_cli_rejects_bad_arguments_with_one_line(capsys):
+    assert evaluate_main(["--canonical", "--k", "1,x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --k")
+    assert evaluate_main(["--canonical", "--problems", "nonsense"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown problem source")
+
+
+def test_cli_missing_checkpoint_lists_existing(tmp_path, capsys):
+    (tmp_path / "stage_1").mkdir()
+    (tmp_path / "stage_1" / "generator.pt").write_bytes(b"")
+    code = evaluate_main(["--checkpoint", str(tmp_path / "best"), "--problems", "curriculum:heldout_instances", "--limit", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "not found" in err[0] and "stage_1" in err[0]

@@ -1,0 +1,178 @@
+"""CodeT dual agreement: pick one of N sampled programs using generated tests.
+
+CodeT (Chen et al., 2022, "CodeT: Code Generation with Generated Tests")
+trusts neither the samples nor the tests alone. Samples that pass exactly the
+same set of tests agree with each other *and* with those tests; a group is
+scored by how many samples agree times how many tests they pass:
+
+    score(group) = |samples in the group| * |tests the group passes|
+
+The best group's first sample is the pick; equal scores go to the group whose
+first sample comes first, so a run is deterministic.
+
+    pick = codet_rank([[True, True, False],    # sample 0
+                       [True, True, False],    # sample 1: agrees with 0 -> 2 x 2 = 4
+                       [True, True, True]])    # sample 2: alone        -> 1 x 3 = 3
+    pick.index == 0
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Group:
+    """Samples that pass exactly the same tests."""
+
+    passed: tuple  # the pass pattern: one bool per test
+    members: tuple  # sample indices, ascending
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    @property
+    def tests_passed(self) -> int:
+        return sum(self.passed)
+
+    @property
+    def score(self) -> int:
+        return self.size * self.tests_passed
+
+
+@dataclass(frozen=True)
+class RankedPick:
+    """The chosen sample and the evidence for it."""
+
+    index: int  # the winning sample
+    num_samples: int
+    num_tests: int
+    groups: tuple = field(default_factory=tuple)  # best first
+
+    @property
+    def winner(self) -> Group:
+        return self.groups[0]
+
+    def explain(self) -> str:
+        """One sentence a user can check against the printed tests."""
+        if self.num_samples == 1:
+            return "only one sample was drawn"
+        g = self.winner
+        if self.num_tests == 0:
+            return f"no usable tests were written, so all {self.num_samples} samples tie and the first one is kept"
+        if g.score == 0:
+            return (
+                f"no sample passes any of the {self.num_tests} tests, so all groups score 0 "
+                f"and the first sample is kept"
+            )
+        text = (
+            f"sample {self.index} is the first of {g.size} sample{'s' if g.size != 1 else ''} that pass the same "
+            f"{g.tests_passed} of {self.num_tests} tests (score {g.size} x {g.tests_passed} = {g.score})"
+        )
+        if len(self.groups) > 1:
+            r = self.groups[1]
+            text += f"; next best group: {r.size} x {r.tests_passed} = {r.score}"
+        return text
+
+    def to_dict(self) -> dict:
+        return {
+            "winner": self.index,
+            "num_samples": self.num_samples,
+            "num_tests": self.num_tests,
+            "group_size": self.winner.size,
+            "tests_passed": self.winner.tests_passed,
+            "score": self.winner.score,
+            "explanation": self.explain(),
+            "groups": [
+                {"members": list(g.members), "passed": list(g.passed), "score": g.score} for g in self.groups
+            ],
+        }
+
+
+def group_by_passes(pass_matrix: list) -> list:
+    """Groups of samples with identical pass patterns, in order of first member."""
+    patterns = [tuple(bool(x) for x in row) for row in pass_matrix]
+    if len({len(p) for p in patterns}) > 1:
+        raise ValueError("every sample needs a result for every test (rows of the pass matrix differ in length)")
+    members: dict = {}
+    for i, pattern in enumerate(patterns):
+        members.setdefault(pattern, []).append(i)
+    return [Group(passed=p, members=tuple(m)) for p, m in members.items()]
+
+
+def codet_rank(pass_matrix: list) -> RankedPick:
+    """Choose a sample from `pass_matrix[i][j]` = sample i passes test j.
+
+    Groups are ranked by score, then by their first member (lower wins).
+    """
+    if not pass_matrix:
+        raise ValueError("codet_rank needs at least one sample")
+    groups = sorted(group_by_passes(pass_matrix), key=lambda g: (-g.score, g.members[0]))
+    return RankedPick(
+        index=groups[0].members[0],
+        num_samples=len(pass_matrix),
+        num_tests=len(pass_matrix[0]),
+        groups=tuple(groups),
+    )
+
+
+# ----------------------------------------------------------------- with a sandbox
+def pass_matrix(sandbox, codes: list, tests: list, entry_point: str) -> list:
+    """Run every code sample on every test: `matrix[i][j]` = sample i passes test j.
+
+    A sample that crashes before reporting every test fails the rest.
+    """
+    if not tests:
+        return [[] for _ in codes]
+    results = sandbox.run_batch([(code, list(tests), entry_point) for code in codes])
+    return [_padded(r.test_results, len(tests)) for r in results]
+
+
+def _padded(results, n: int) -> list:
+    results = [bool(r) for r in list(results or [])[:n]]
+    return results + [False] * (n - len(results))
+
+
+# ----------------------------------------------------------------- entry points
+_BACKTICK_CALL_RE = re.compile(r"`\s*(?:def\s+)?([A-Za-z_]\w*)\s*\(")
+_DEF_RE = re.compile(r"^\s*def\s+([A-Za-z_]\w*)\s*\(", re.MULTILINE)
+_CALLED_RE = re.compile(r"\b(?:function|method)\s+(?:called\s+|named\s+)?`?([A-Za-z_]\w*)`?\s*\(")
+
+
+def infer_entry_point(problem: str, codes: list = ()) -> str | None:
+    """The function the tests should call, or None when nothing names one.
+
+    In order: a `def name(` in the problem text, a backticked `name(`, a
+    "function name(" phrase; else the first function the code samples define
+    (the most common one across samples, ties to the earliest sample).
+    """
+    for pattern in (_DEF_RE, _BACKTICK_CALL_RE, _CALLED_RE):
+        match = pattern.search(problem)
+        if match and match.group(1) not in _NOT_NAMES:
+            return match.group(1)
+    counts: dict = {}
+    for code in codes:
+        name = _first_def(code)
+        if name:
+            counts[name] = counts.get(name, 0) + 1
+    if not counts:
+        return None
+    return max(counts, key=lambda name: counts[name])  # dicts keep insertion order: ties go to the earliest
+
+
+_NOT_NAMES = {"print", "len", "range", "return", "lambda"}
+
+
+def _first_def(code: str) -> str | None:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        match = _DEF_RE.search(code)
+        return match.group(1) if match else None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+            return node.name
+    return None
