@@ -1,0 +1,421 @@
+"""Evaluate a checkpoint: pass@k on held-out problems, and CodeT-reranked pass@1.
+
+    python -m training.evaluate --checkpoint checkpoints/best
+    python -m training.evaluate --checkpoint checkpoints/final --problems humaneval --n 10 --k 1,5,10
+    python -m training.evaluate --checkpoint checkpoints/best --num-samples-rerank 8 --markdown results.md
+    python -m training.evaluate --canonical --problems humaneval     # reference solutions: pass@1 must be 1.0
+
+A sample passes a problem when its final code (stage 5 of its own five-stage
+chain) passes every reference test in the sandbox; HumanEval's single
+`check(...)` block counts as one test. pass@k is the unbiased estimator of
+the Codex paper over n samples per problem. `--canonical` sends the problems'
+reference solutions through the same scoring path, which checks the harness
+itself rather than a model.
+
+From code (the trainer, bench scripts):
+
+    report = evaluate_checkpoint("checkpoints/best", ["curriculum:heldout_families"], n=4, ks=[1, 2])
+    result = evaluate_samples(problems, samples_per_problem, sandbox, ks=[1])   # codes you already have
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from training.errors import UserError
+
+DEFAULT_SPECS = "curriculum:heldout_instances,curriculum:heldout_families"
+DEFAULT_KS = "1,5"
+DEFAULT_RERANK_TEMPERATURE = 0.8
+
+
+# ============================================================================ metrics
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c pass: 1 - C(n-c, k) / C(n, k).
+
+    Computed as the product 1 - prod_{i=n-c+1}^{n} (1 - k/i), which never forms
+    the huge binomials (Chen et al., 2021, "Evaluating Large Language Models
+    Trained on Code").
+    """
+    if not (0 <= c <= n) or k < 1:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and k >= 1, got n={n}, c={c}, k={k}")
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples per problem, got n={n}")
+    if n - c < k:  # every k-subset holds a passing sample
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def sample_passed(result, num_tests: int) -> bool:
+    """A sandbox result counts as a pass when every reference test passed.
+
+    A single-block test (HumanEval's check function) is judged by the
+    sandbox's own pass/fail; otherwise each test must have a True result (a
+    job that crashed half-way reports fewer results, which count as failures).
+    """
+    if num_tests <= 1:
+        return bool(result.passed)
+    return bool(result.passed) and all(padded(result.test_results, num_tests))
+
+
+def padded(results, n: int) -> list:
+    """Per-test booleans, cut or padded with False to n."""
+    results = [bool(r) for r in list(results or [])[:n]]
+    return results + [False] * (n - len(results))
+
+
+def run_samples(problems: list, samples_per_problem: list, sandbox) -> list:
+    """Sandbox every sample on its problem's reference tests: per problem, per sample, a sandbox result."""
+    if len(problems) != len(samples_per_problem):
+        raise ValueError(f"{len(problems)} problems but {len(samples_per_problem)} sample lists")
+    jobs = [(code, list(p.tests), p.entry_point) for p, codes in zip(problems, samples_per_problem) for code in codes]
+    results = iter(sandbox.run_batch(jobs) if jobs else [])
+    return [[next(results) for _ in codes] for codes in samples_per_problem]
+
+
+def evaluate_samples(problems: list, samples_per_problem: list, sandbox, ks=(1,)) -> dict:
+    """pass@k (and the mean share of tests passed) of given code samples.
+
+    `samples_per_problem[i]` is the list of code strings sampled for
+    `problems[i]`. pass@k is reported for each k no larger than the smallest
+    n; the per-problem rows let callers recompute anything else.
+    """
+    results = run_samples(problems, samples_per_problem, sandbox)
+    rows = []
+    for p, per_sample in zip(problems, results):
+        n_tests = len(p.tests)
+        passed = [sample_passed(r, n_tests) for r in per_sample]
+        fractions = [sum(padded(r.test_results, n_tests)) / n_tests if n_tests > 1 else float(ok)
+                     for r, ok in zip(per_sample, passed)]
+        rows.append({
+            "id": p.id,
+            "source": p.source,
+            "n": len(passed),
+            "c": sum(passed),
+            "passed": passed,
+            "test_pass_rate": sum(fractions) / len(fractions) if fractions else 0.0,
+            "status": [str(getattr(r, "status", "")) for r in per_sample],
+        })
+    return summarize(rows, ks)
+
+
+def summarize(rows: list, ks=(1,)) -> dict:
+    """Averages over per-problem rows ({"n", "c", "test_pass_rate", ...})."""
+    out = {"num_problems": len(rows)}
+    if not rows:
+        return {**out, "n": 0, "ks": [], "problems": []}
+    n_min = min(r["n"] for r in rows)
+    usable = [k for k in sorted(set(ks)) if k <= n_min]
+    out["n"] = n_min
+    out["ks"] = usable
+    for k in usable:
+        out[f"pass@{k}"] = float(np.mean([pass_at_k(r["n"], r["c"], k) for r in rows]))
+    out["test_pass_rate"] = float(np.mean([r["test_pass_rate"] for r in rows]))
+    out["problems"] = rows
+    return out
+
+
+# ========================================================================= sampling
+def sample_chains(generator, problems: list, n: int, temperature: float, max_new_tokens=None,
+                  batch_size: int = 64, bar=None) -> list:
+    """n five-stage chains per problem: per problem, a list of n chains (lists of 5 stage texts)."""
+    from training.chains import generate_chains
+
+    per_chunk = max(1, batch_size // n)
+    out = []
+    for lo in range(0, len(problems), per_chunk):
+        chunk = problems[lo : lo + per_chunk]
+        texts = [p.prompt for p in chunk for _ in range(n)]
+        chains = generate_chains(generator, texts, max_new_tokens, temperature=temperature, batch_size=batch_size)
+        out.extend(chains[i * n : (i + 1) * n] for i in range(len(chunk)))
+        if bar is not None:
+            bar.update(len(chunk))
+    return out
+
+
+def rerank_samples(discriminator, problems: list, samples_per_problem: list, sandbox, num_tests: int = 5,
+                   test_temperature: float = 0.7, bar=None) -> list:
+    """CodeT picks: per problem, the discriminator writes tests, every sample runs them, dual agreement picks one.
+
+    Returns per problem a dict with the pick (RankedPick), the tests and the pass matrix.
+    """
+    from training.ranking import codet_rank, pass_matrix
+
+    picks = []
+    for p, codes in zip(problems, samples_per_problem):
+        tests = discriminator.generate_tests(p.prompt, p.entry_point, code=None, num_tests=num_tests,
+                                             temperature=test_temperature)
+        matrix = pass_matrix(sandbox, codes, tests, p.entry_point)
+        picks.append({"pick": codet_rank(matrix), "tests": tests, "matrix": matrix})
+        if bar is not None:
+            bar.update(1)
+    return picks
+
+
+# ======================================================================= evaluation
+def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), temperature: float | None = None,
+                     max_new_tokens=None, discriminator=None, num_samples_rerank: int = 0, num_tests: int = 5,
+                     desc: str = "eval", progress: bool = True) -> dict:
+    """pass@k of in-memory players on `problems` (what evaluate_checkpoint does after loading).
+
+    n == 1 is greedy unless a temperature is given; n > 1 samples at
+    `temperature` (default 0.8). With `num_samples_rerank` R > 1 (needs the
+    discriminator) it also reports the pass@1 of the CodeT pick among R
+    samples, next to the expected pass@1 of a random one of those R.
+    """
+    from tqdm import tqdm
+
+    if temperature is None:
+        temperature = 0.0 if n == 1 else DEFAULT_RERANK_TEMPERATURE
+    if n > 1 and temperature == 0:
+        raise UserError(f"--n {n} samples per problem at temperature 0 would all be the same; give --temperature > 0")
+    bar = tqdm(total=len(problems), desc=f"{desc}: sampling", disable=not progress, file=sys.stderr, leave=False)
+    chains = sample_chains(generator, problems, n, temperature, max_new_tokens, bar=bar)
+    bar.close()
+    codes = [[c[-1] for c in per] for per in chains]
+    result = evaluate_samples(problems, codes, sandbox, ks)
+    result["temperature"] = temperature
+
+    if num_samples_rerank and num_samples_rerank > 1:
+        if discriminator is None:
+            raise UserError("reranking needs the discriminator's tests; load a checkpoint with discriminator.pt")
+        R = num_samples_rerank
+        if n >= R and temperature > 0:  # reuse the samples already drawn
+            rerank_codes = [per[:R] for per in codes]
+            rerank_rows = [r["passed"][:R] for r in result["problems"]]
+        else:
+            bar = tqdm(total=len(problems), desc=f"{desc}: rerank sampling", disable=not progress, file=sys.stderr, leave=False)
+            rerank_chains = sample_chains(generator, problems, R, DEFAULT_RERANK_TEMPERATURE, max_new_tokens, bar=bar)
+            bar.close()
+            rerank_codes = [[c[-1] for c in per] for per in rerank_chains]
+            per_sample = run_samples(problems, rerank_codes, sandbox)
+            rerank_rows = [[sample_passed(r, len(p.tests)) for r in rs] for p, rs in zip(problems, per_sample)]
+        bar = tqdm(total=len(problems), desc=f"{desc}: writing tests", disable=not progress, file=sys.stderr, leave=False)
+        picks = rerank_samples(discriminator, problems, rerank_codes, sandbox, num_tests=num_tests, bar=bar)
+        bar.close()
+        chosen = [rows[pk["pick"].index] for rows, pk in zip(rerank_rows, picks)]
+        result["rerank"] = {
+            "num_samples": R,
+            "pass@1": float(np.mean(chosen)) if chosen else 0.0,
+            # what picking one of the R samples at random would give: the bar the reranker must clear
+            "random_pick_pass@1": float(np.mean([sum(r) / len(r) for r in rerank_rows])) if rerank_rows else 0.0,
+            "mean_tests_per_problem": float(np.mean([len(pk["tests"]) for pk in picks])) if picks else 0.0,
+        }
+        for row, rows, pk in zip(result["problems"], rerank_rows, picks):
+            row["rerank"] = {"pick": pk["pick"].index, "pick_passed": rows[pk["pick"].index], "tests": pk["tests"],
+                             "group_size": pk["pick"].winner.size, "score": pk["pick"].winner.score}
+    return result
+
+
+def load_specs(specs: list, limit: int = 0) -> list:
+    """[(spec, problems)], each cut to `limit` problems when limit > 0."""
+    from training.problems import load_problems
+
+    out = []
+    for spec in specs:
+        problems = load_problems(spec)
+        out.append((spec, problems[:limit] if limit and limit > 0 else problems))
+    return out
+
+
+def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: int = 1, ks=(1,), limit: int = 0,
+                        num_samples_rerank: int = 0, num_tests: int = 5, device: str = "auto",
+                        temperature: float | None = None, max_new_tokens=None, workers: int | None = None,
+                        progress: bool = True) -> dict:
+    """Load a checkpoint directory and evaluate it on each problem spec."""
+    from training.checkpoint import require_checkpoint_dir
+    from training.loading import load_players
+
+    require_checkpoint_dir(checkpoint_dir)
+    sources = load_specs(specs, limit)  # a bad spec fails before the models load
+    generator, discriminator, config, metrics = load_players(
+        checkpoint_dir, device=device, discriminator=bool(num_samples_rerank and num_samples_rerank > 1)
+    )
+    budgets = _budgets(max_new_tokens, config.max_new_tokens)
+    report = _header(checkpoint_dir, n, ks, num_samples_rerank)
+    report["checkpoint_stage"] = metrics.get("stage_id")
+    with _sandbox(config, workers) as sandbox:
+        for spec, problems in sources:
+            result = evaluate_players(
+                generator, problems, sandbox, n=n, ks=ks, temperature=temperature, max_new_tokens=budgets,
+                discriminator=discriminator, num_samples_rerank=num_samples_rerank, num_tests=num_tests,
+                desc=spec, progress=progress,
+            )
+            report["results"].append({"source": spec, **result})
+    return report
+
+
+def evaluate_canonical(specs=("humaneval",), ks=(1,), limit: int = 0, workers: int | None = None,
+                       progress: bool = True) -> dict:
+    """Score the problems' reference solutions through the same path as model samples (expect pass@1 = 1.0)."""
+    from tqdm import tqdm
+
+    from training.config import TrainingConfig
+
+    sources = load_specs(specs, limit)
+    report = _header(None, 1, ks, 0)
+    report["canonical"] = True
+    with _sandbox(TrainingConfig(device="cpu"), workers) as sandbox:
+        for spec, problems in tqdm(sources, desc="canonical", disable=not progress, file=sys.stderr, leave=False):
+            result = evaluate_samples(problems, [[p.reference_solution] for p in problems], sandbox, ks)
+            report["results"].append({"source": spec, **result})
+    return report
+
+
+def _header(checkpoint_dir, n, ks, num_samples_rerank) -> dict:
+    return {"checkpoint": checkpoint_dir, "canonical": False, "n": n, "ks": sorted(set(ks)),
+            "num_samples_rerank": num_samples_rerank or 0, "results": []}
+
+
+def _budgets(max_new_tokens, trained):
+    """Per-stage token budgets: one int for every stage, or the run's own."""
+    if max_new_tokens is None:
+        return list(trained)
+    if isinstance(max_new_tokens, int):
+        return [max_new_tokens] * 5
+    return list(max_new_tokens)
+
+
+def _sandbox(config, workers):
+    from training.build import build_sandbox
+
+    if workers:
+        config.sandbox.workers = workers
+    return build_sandbox(config)
+
+
+# ========================================================================= reports
+def to_markdown(report: dict) -> str:
+    """A table: source, problems, n, pass@k..., reranked pass@1."""
+    ks = report.get("ks") or [1]
+    rerank = bool(report.get("num_samples_rerank"))
+    title = "canonical solutions" if report.get("canonical") else f"checkpoint `{report.get('checkpoint')}`"
+    cols = ["source", "problems", "n"] + [f"pass@{k}" for k in ks] + ["test pass rate"]
+    if rerank:
+        cols += [f"reranked pass@1 (of {report['num_samples_rerank']})", "random pick pass@1"]
+    lines = [f"Evaluation of {title}", "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in report["results"]:
+        cells = [f"`{r['source']}`", str(r["num_problems"]), str(r.get("n", 0))]
+        cells += [_fmt(r.get(f"pass@{k}")) for k in ks]
+        cells.append(_fmt(r.get("test_pass_rate")))
+        if rerank:
+            rr = r.get("rerank") or {}
+            cells += [_fmt(rr.get("pass@1")), _fmt(rr.get("random_pick_pass@1"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write `text` to `path` via a temporary file in the same directory and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+    except OSError as e:
+        raise UserError(f"cannot write {path} ({e.strerror}); choose a writable path") from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# ============================================================================= CLI
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description="pass@k of a checkpoint on held-out problems (or of the reference solutions with --canonical).",
+    )
+    parser.add_argument("--checkpoint", default="checkpoints/best", help="checkpoint directory (default: checkpoints/best)")
+    parser.add_argument("--problems", default=DEFAULT_SPECS,
+                        help=f"comma-separated problem sources: curriculum:<split>, humaneval, or .jsonl paths (default: {DEFAULT_SPECS})")
+    parser.add_argument("--n", type=int, default=1, help="samples per problem (default 1, greedy; >1 samples with --temperature)")
+    parser.add_argument("--k", default=None, help="comma-separated k of pass@k (default 1,5; k larger than --n is skipped)")
+    parser.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0 for n=1, else 0.8)")
+    parser.add_argument("--limit", type=int, default=0, help="use at most N problems of each source (default: all)")
+    parser.add_argument("--num-samples-rerank", type=int, default=0, metavar="R",
+                        help="also report pass@1 of the CodeT pick among R samples, using the discriminator's tests")
+    parser.add_argument("--num-tests", type=int, default=5, help="tests the discriminator writes per problem for reranking")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="token budget of every stage (default: the checkpoint's)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--workers", type=int, default=None, help="parallel sandbox jobs (default: the checkpoint's config)")
+    parser.add_argument("--canonical", action="store_true",
+                        help="score the problems' reference solutions instead of a model (no checkpoint needed)")
+    parser.add_argument("--output", help="write the full report (per-problem rows included) as JSON")
+    parser.add_argument("--markdown", help="write the summary table as Markdown")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def _int_list(text: str, name: str) -> list:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{name} must be comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise UserError(f"{name} must list positive integers, got {text!r}")
+    return values
+
+
+def run(args) -> int:
+    # ------------------------------------------------------------------ arguments
+    ks = _int_list(args.k or DEFAULT_KS, "--k")
+    specs = [s.strip() for s in args.problems.split(",") if s.strip()]
+    if not specs:
+        raise UserError("--problems is empty; give e.g. curriculum:heldout_instances or humaneval")
+    if args.n < 1:
+        raise UserError(f"--n must be at least 1, got {args.n}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
+    skipped = [k for k in ks if k > (1 if args.canonical else args.n)]
+    if skipped and args.k:  # the default list is trimmed to --n silently
+        print(f"note: pass@{','.join(map(str, skipped))} needs more samples than --n; skipped", file=sys.stderr)
+
+    # ------------------------------------------------------------------ evaluate
+    if args.canonical:
+        report = evaluate_canonical(specs, ks, args.limit, args.workers, progress=not args.no_progress)
+    else:
+        report = evaluate_checkpoint(
+            args.checkpoint, specs, n=args.n, ks=ks, limit=args.limit, num_samples_rerank=args.num_samples_rerank,
+            num_tests=args.num_tests, device=args.device, temperature=args.temperature,
+            max_new_tokens=args.max_new_tokens, workers=args.workers, progress=not args.no_progress,
+        )
+
+    # ------------------------------------------------------------------ report
+    table = to_markdown(report)
+    print(table, end="")
+    if args.output:
+        write_atomically(args.output, json.dumps(report, indent=2, default=str) + "\n")
+    if args.markdown:
+        write_atomically(args.markdown, table)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
