@@ -207,7 +207,7 @@ class AdversarialTrainer:
         bar = self.log.progress_bar(steps, desc)
         for step in range(steps):
             chunk = [examples[rng.randrange(len(examples))] for _ in range(bs)]
-            loss = player.sft_loss([player.format_prompt(p) for p, _ in chunk], [c for _, c in chunk])
+            loss = player.sft_loss([p for p, _ in chunk], [c for _, c in chunk])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
@@ -225,7 +225,7 @@ class AdversarialTrainer:
         """Sample G candidate outputs of stage k for each problem, after its own prefix."""
         config = self.config
         prefixes = self.prefixes(problems, stage_id)
-        prompts = [self.generator.format_prompt(build_prompt(p.prompt, prefix, stage_id)) for p, prefix in zip(problems, prefixes)]
+        prompts = [build_prompt(p.prompt, prefix, stage_id) for p, prefix in zip(problems, prefixes)]
         self.generator.model.eval()
         with torch.no_grad():
             ro = self.generator.sample(
@@ -321,7 +321,7 @@ class AdversarialTrainer:
     def _write_tests(self, problems: list) -> TestBatch:
         """The test writer samples T completions per problem; pooled tests are checked on the reference."""
         T = max(2, self.config.num_generated_tests)
-        prompts = [self.discriminator.format_prompt(build_test_prompt(p.prompt, p.entry_point)) for p in problems]
+        prompts = [build_test_prompt(p.prompt, p.entry_point) for p in problems]
         self.discriminator.model.eval()
         with torch.no_grad():
             ro = self.discriminator.sample(prompts, num_samples=T, max_new_tokens=96, temperature=self.config.test_temperature)
@@ -387,8 +387,10 @@ class AdversarialTrainer:
         beta = self.config.kl_beta
         model = self.generator.model
         with torch.no_grad():
-            old_logps = self._logps(self.generator, ro, keep, model)  # list of (n, C) chunks
-            ref_logps = self._logps(self.generator, ro, keep, self.reference_model) if self.reference_model is not None else None
+            # log-probs under the sampling distribution, softmax(logits / T), like the samples
+            T = self.config.temperature
+            old_logps = self._logps(self.generator, ro, keep, model, T)  # list of (n, C) chunks
+            ref_logps = self._logps(self.generator, ro, keep, self.reference_model, T) if self.reference_model is not None else None
         params = [p for p in model.parameters() if p.requires_grad]
         model.train()
         kl_sum = loss_sum = 0.0
@@ -398,7 +400,7 @@ class AdversarialTrainer:
                 completion_mask = ro.completion_mask[idx].to(self.device).float()  # (n, C)
                 per_token_logps = self.generator.per_token_logps(
                     ro.prompt_ids[idx].to(self.device), ro.prompt_mask[idx].to(self.device),
-                    ro.completion_ids[idx].to(self.device), ro.completion_mask[idx].to(self.device),
+                    ro.completion_ids[idx].to(self.device), ro.completion_mask[idx].to(self.device), temperature=T,
                 )  # (n, C)
                 adv = advantages[idx].to(self.device).unsqueeze(1)  # (n, 1)
                 ratio = torch.exp(per_token_logps - old_logps[c])  # (n, C)
@@ -419,13 +421,14 @@ class AdversarialTrainer:
         stats.update(kl=kl_sum / len(keep) / epochs, policy_loss=loss_sum / epochs, grad_norm=float(grad_norm))
         return stats
 
-    def _logps(self, player, ro, keep: list, model) -> list:
+    def _logps(self, player, ro, keep: list, model, temperature: float) -> list:
         out = []
         for idx in self._chunks(keep):
             out.append(
                 player.per_token_logps(
                     ro.prompt_ids[idx].to(self.device), ro.prompt_mask[idx].to(self.device),
-                    ro.completion_ids[idx].to(self.device), ro.completion_mask[idx].to(self.device), model=model,
+                    ro.completion_ids[idx].to(self.device), ro.completion_mask[idx].to(self.device),
+                    model=model, temperature=temperature,
                 ).detach()
             )
         return out
@@ -495,6 +498,7 @@ class AdversarialTrainer:
             per_token_logps = self.discriminator.per_token_logps(
                 ro.prompt_ids[idx].to(self.device), ro.prompt_mask[idx].to(self.device),
                 ro.completion_ids[idx].to(self.device), ro.completion_mask[idx].to(self.device),
+                temperature=self.config.test_temperature,
             )  # (n, C)
             mask = ro.completion_mask[idx].to(self.device).float()
             adv = advantages[idx].to(self.device).unsqueeze(1)  # (n, 1)
@@ -584,10 +588,10 @@ class AdversarialTrainer:
         disc_path = os.path.join(path, ckpt.DISCRIMINATOR_FILE)
         disc = ckpt.load_torch(disc_path) if os.path.isfile(disc_path) else None
         self._check_same_model(gen, self.generator, "generator", path)
-        self.generator.load_model_state(gen["model_state_dict"])
+        self.generator.load_model_state(gen["model_state_dict"], gen)
         if disc is not None:
             self._check_same_model(disc, self.discriminator, "discriminator", path)
-            self.discriminator.load_model_state(disc["model_state_dict"])
+            self.discriminator.load_model_state(disc["model_state_dict"], disc)
         if load_optimizer:
             self.generator_optimizer.load_state_dict(gen["optimizer_state_dict"])
             if disc is not None:

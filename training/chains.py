@@ -36,7 +36,7 @@ def generate_chains(
     for lo in range(0, len(problem_texts), batch_size):
         idx = range(lo, min(lo + batch_size, len(problem_texts)))
         for stage_id in range(first, upto + 1):
-            prompts = [generator.format_prompt(build_prompt(problem_texts[i], chains[i], stage_id)) for i in idx]
+            prompts = [build_prompt(problem_texts[i], chains[i], stage_id) for i in idx]
             with torch.no_grad():
                 ro = generator.sample(
                     prompts, num_samples=1, max_new_tokens=budgets[stage_id - 1], temperature=temperature, top_p=top_p
