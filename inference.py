@@ -1,0 +1,150 @@
+"""Solve one programming problem with a trained checkpoint, in five stages.
+
+    python inference.py --problem "Implement a function that reverses a string"
+    python inference.py --checkpoint checkpoints/final --problem "..." --device cpu
+    python inference.py --problem "..." --generate-tests --num-tests 5     # the discriminator tests the code
+    python inference.py --problem "..." --num-samples 8                    # best of 8 by CodeT dual agreement
+    python inference.py --problem "..." --generate-tests --output results.json
+
+Prints each stage as `Stage N: <Name>`, a line of 60 dashes, and the stage
+text. Loading messages go to stderr, so stdout holds only the answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+DEFAULT_PROBLEM = "Implement a function `reverse_string(s)` that returns the string s reversed."
+RULE = "-" * 60
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description="Five-stage answer to one programming problem from a checkpoint.")
+    parser.add_argument("--checkpoint", default="checkpoints/best", help="checkpoint directory (default: checkpoints/best)")
+    parser.add_argument("--problem", default=DEFAULT_PROBLEM, help="the problem statement (default: an example)")
+    parser.add_argument("--entry-point", help="name of the function to test (default: found in the problem or the code)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sampling temperature (default: 0, greedy; 0.8 with --num-samples > 1)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="token budget of every stage and of the test writer (default: the checkpoint's; 128 for tests)")
+    parser.add_argument("--generate-tests", action="store_true", help="the discriminator writes tests; run them on the final code")
+    parser.add_argument("--num-tests", type=int, default=5, help="tests to write with --generate-tests or --num-samples (default 5)")
+    parser.add_argument("--num-samples", type=int, default=1,
+                        help="sample N chains and keep the one CodeT dual agreement ranks first (default 1)")
+    parser.add_argument("--output", help="also write the answer (and test results) to this JSON file")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+
+    from training.errors import UserError
+
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def run(args) -> int:
+    from reasoning.stages import NUM_STAGES, get_stage
+    from training.build import build_sandbox
+    from training.chains import generate_chains
+    from training.errors import UserError
+    from training.evaluate import write_atomically
+    from training.loading import load_players
+    from training.ranking import codet_rank, infer_entry_point, pass_matrix
+
+    # ---------------------------------------------------------------- arguments
+    problem = (args.problem or "").strip()
+    if not problem:
+        raise UserError('the problem is empty; pass its statement with --problem "..."')
+    if args.num_samples < 1:
+        raise UserError(f"--num-samples must be at least 1, got {args.num_samples}")
+    if args.num_tests < 1:
+        raise UserError(f"--num-tests must be at least 1, got {args.num_tests}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
+    if args.entry_point is not None and not args.entry_point.isidentifier():
+        raise UserError(f"--entry-point must be a Python function name, got {args.entry_point!r}")
+    temperature = args.temperature if args.temperature is not None else (0.8 if args.num_samples > 1 else 0.0)
+    if temperature < 0:
+        raise UserError(f"--temperature must be 0 (greedy) or positive, got {temperature}")
+    wants_tests = args.generate_tests or args.num_samples > 1
+
+    # ---------------------------------------------------------------- players
+    print(f"loading {args.checkpoint} ...", file=sys.stderr)
+    generator, discriminator, config, metrics = load_players(args.checkpoint, args.device, discriminator=wants_tests)
+    budgets = [args.max_new_tokens] * NUM_STAGES if args.max_new_tokens else list(config.max_new_tokens)
+
+    # ---------------------------------------------------------------- five stages, N times
+    chains = generate_chains(generator, [problem] * args.num_samples, budgets, temperature=temperature)
+    codes = [chain[-1] for chain in chains]
+
+    # ---------------------------------------------------------------- tests and ranking
+    entry_point = args.entry_point or infer_entry_point(problem, codes)
+    tests, matrix, pick, note = [], [[] for _ in codes], None, None
+    if wants_tests:
+        if entry_point is None:
+            note = "no tests: the function name is not in the problem or the code; pass --entry-point NAME"
+        else:
+            tests = discriminator.generate_tests(
+                problem, entry_point, code=None, num_tests=args.num_tests, max_new_tokens=args.max_new_tokens or 128
+            )
+            if not tests:
+                note = f"the discriminator wrote no usable test for {entry_point}"
+            else:
+                with build_sandbox(config) as sandbox:
+                    matrix = pass_matrix(sandbox, codes, tests, entry_point)
+    if args.num_samples > 1:
+        pick = codet_rank(matrix)
+    winner = pick.index if pick else 0
+    chain = chains[winner]
+
+    # ---------------------------------------------------------------- report
+    for stage_id, text in enumerate(chain, start=1):
+        print(f"Stage {stage_id}: {get_stage(stage_id).name}")
+        print(RULE)
+        print(text)
+        print()
+    if pick is not None:
+        print(f"Picked sample {winner} of {args.num_samples} by CodeT dual agreement: {pick.explain()}.")
+    results = [{"test": t, "passed": ok} for t, ok in zip(tests, matrix[winner])]
+    summary = {"passed": sum(r["passed"] for r in results), "total": len(results)}
+    if args.generate_tests:
+        print(f"Tests for {entry_point}:" if entry_point else "Tests:")
+        for r in results:
+            print(f"{'PASS' if r['passed'] else 'FAIL'}  {r['test']}")
+        if note:
+            print(note)
+        print(f"{summary['passed']}/{summary['total']} tests passed")
+
+    if args.output:
+        out = {
+            "problem": problem,
+            "reasoning_chain": chain,
+            "final_code": chain[-1],
+            "entry_point": entry_point,
+            "checkpoint": args.checkpoint,
+            "checkpoint_stage": metrics.get("stage_id"),
+            "temperature": temperature,
+        }
+        if args.generate_tests:
+            out["tests"] = results
+            out["summary"] = {**summary, "note": note} if note else summary
+        if pick is not None:
+            out["ranking"] = pick.to_dict()
+            out["samples"] = [{"final_code": code, "passed": row} for code, row in zip(codes, matrix)]
+        write_atomically(args.output, json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
