@@ -239,3 +239,42 @@ def test_cli_missing_checkpoint_lists_existing(tmp_path, capsys):
     code = evaluate_main(["--checkpoint", str(tmp_path / "best"), "--problems", "curriculum:heldout_instances", "--limit", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "not found" in err[0] and "stage_1" in err[0]
+
+
+# ================================================================== canonical solutions (real sandbox)
+def test_canonical_humaneval_scores_pass_at_1_of_one():
+    """The 164 reference solutions through the model's scoring path: anything below 1.0 is a harness bug."""
+    from training.evaluate import evaluate_canonical
+
+    report = evaluate_canonical(["humaneval", "curriculum:heldout_families"], ks=[1, 5], progress=False)
+    humaneval, families = report["results"]
+    assert humaneval["source"] == "humaneval" and humaneval["num_problems"] == 164
+    failed = [r["id"] for r in humaneval["problems"] if r["c"] != r["n"]]
+    assert humaneval["pass@1"] == 1.0, f"reference solutions failing: {failed}"
+    assert families["pass@1"] == 1.0 and families["num_problems"] > 0
+    assert report["ks"] == [1] and "pass@5" not in humaneval
+
+
+def test_canonical_scoring_path_rejects_wrong_code():
+    """The same path fails code that is wrong, so the 1.0 above is not vacuous."""
+    from sandbox import Sandbox
+    from training.problems import load_problems
+
+    problems = load_problems("humaneval")[:5]
+    wrong = [[f"def {p.entry_point}(*args, **kwargs):\n    return None\n", p.reference_solution] for p in problems]
+    with Sandbox(timeout_s=2.0, memory_mb=512, workers=2) as sandbox:
+        out = evaluate_samples(problems, wrong, sandbox, ks=[1, 2])
+    assert [(r["n"], r["c"]) for r in out["problems"]] == [(2, 1)] * 5
+    assert out["pass@1"] == pytest.approx(0.5) and out["pass@2"] == 1.0
+
+
+def test_cli_canonical_writes_json_and_markdown(tmp_path, capsys):
+    code = evaluate_main(["--canonical", "--problems", "humaneval", "--limit", "10", "--no-progress",
+                          "--output", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")])
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["canonical"] is True and report["results"][0]["pass@1"] == 1.0
+    assert report["results"][0]["num_problems"] == 10
+    table = (tmp_path / "r.md").read_text()
+    assert "| `humaneval` | 10 | 1 | 1.000 |" in table
+    assert table in capsys.readouterr().out

@@ -270,7 +270,7 @@ def evaluate_canonical(specs=("humaneval",), ks=(1,), limit: int = 0, workers: i
 
 
 def _header(checkpoint_dir, n, ks, num_samples_rerank) -> dict:
-    return {"checkpoint": checkpoint_dir, "canonical": False, "n": n, "ks": sorted(set(ks)),
+    return {"checkpoint": checkpoint_dir, "canonical": False, "n": n, "ks": sorted({k for k in ks if k <= n}),
             "num_samples_rerank": num_samples_rerank or 0, "results": []}
 
 
