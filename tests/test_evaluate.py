@@ -278,3 +278,103 @@ def test_cli_canonical_writes_json_and_markdown(tmp_path, capsys):
     table = (tmp_path / "r.md").read_text()
     assert "| `humaneval` | 10 | 1 | 1.000 |" in table
     assert table in capsys.readouterr().out
+
+
+# ================================================================== reranking through evaluate_players
+class FakeDiscriminator:
+    """Writes the same two tests for every problem, through the batched test-writer interface."""
+
+    def test_prompt(self, problem, entry_point, code=None):
+        return f"{problem}|{entry_point}"
+
+    def sample_tests(self, prompts, num_samples=1, max_new_tokens=128, temperature=1.0, top_p=1.0):
+        class Rollout:
+            texts = ["assert f(1) == 2\nnot a test\nassert f(5) == 6\n" for _ in prompts]
+
+        return Rollout()
+
+
+def test_rerank_reports_the_codet_pick_against_a_random_pick(monkeypatch):
+    import training.chains
+    from sandbox import Sandbox
+    from training.evaluate import evaluate_players
+
+    right = "def f(x):\n    return x + 1\n"
+    wrong = "def f(x):\n    return 0\n"
+    partly = "def f(x):\n    return 2\n"  # passes f(1) == 2 only
+    codes = {"p1": [partly, right, right], "p2": [right, wrong, wrong]}
+
+    def fake_chains(generator, texts, max_new_tokens=None, temperature=0.0, **kwargs):
+        seen = {}
+        out = []
+        for text in texts:
+            i = seen[text] = seen.get(text, -1) + 1
+            out.append(["s1", "s2", "s3", "s4", codes[text][i]])
+        return out
+
+    monkeypatch.setattr(training.chains, "generate_chains", fake_chains)
+    problems = [
+        Problem(id=pid, prompt=pid, entry_point="f", reference_solution=right,
+                tests=["assert f(1) == 2", "assert f(2) == 3", "assert f(10) == 11"])
+        for pid in ("p1", "p2")
+    ]
+    with Sandbox(timeout_s=2.0, memory_mb=512, workers=2) as sandbox:
+        out = evaluate_players(None, problems, sandbox, n=3, ks=[1, 3], temperature=0.8,
+                               discriminator=FakeDiscriminator(), num_samples_rerank=3, num_tests=5, progress=False)
+    assert [(r["n"], r["c"]) for r in out["problems"]] == [(3, 2), (3, 1)]
+    assert out["pass@1"] == pytest.approx((2 / 3 + 1 / 3) / 2) and out["pass@3"] == 1.0
+    # p1: {1, 2} pass both tests (2 x 2 = 4) over {0} (1 x 1); p2: {0} passes both (2) over {1, 2} passing none (0)
+    assert [r["rerank"]["pick"] for r in out["problems"]] == [1, 0]
+    assert out["problems"][0]["rerank"]["tests"] == ["assert f(1) == 2", "assert f(5) == 6"]
+    assert out["rerank"]["pass@1"] == 1.0
+    assert out["rerank"]["random_pick_pass@1"] == pytest.approx(0.5)
+    assert out["rerank"]["mean_tests_per_problem"] == 2
+
+
+def test_sampling_n_at_temperature_zero_is_refused():
+    from training.errors import UserError
+    from training.evaluate import evaluate_players
+
+    with pytest.raises(UserError, match="temperature"):
+        evaluate_players(None, [_problem("a", 1)], FakeSandbox(), n=4, temperature=0.0, progress=False)
+
+
+# ================================================================== the CLI on a real checkpoint
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory):
+    from sandbox import Sandbox
+    from training.adversarial_trainer import AdversarialTrainer
+    from training.build import build_players
+    from training.config import TrainingConfig
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    config = TrainingConfig(device="cpu", checkpoint_dir=str(root), plot=False, progress=False)
+    generator, discriminator = build_players(config)
+    with Sandbox(timeout_s=2.0, memory_mb=512, workers=1) as sandbox:
+        AdversarialTrainer(generator, discriminator, sandbox, config).save_checkpoint(
+            str(root / "stage_2"), 2, {"generator": {"avg_reward": 0.0}, "discriminator": {}}
+        )
+    return root / "stage_2"
+
+
+def test_cli_evaluates_a_checkpoint_with_rerank(checkpoint_dir, tmp_path, capsys):
+    code = evaluate_main([
+        "--checkpoint", str(checkpoint_dir), "--problems", "curriculum:heldout_instances,humaneval", "--limit", "2",
+        "--n", "2", "--k", "1,2,5", "--num-samples-rerank", "2", "--num-tests", "2", "--max-new-tokens", "4",
+        "--device", "cpu", "--no-progress", "--output", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"),
+    ])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "pass@5 needs more samples" in captured.err  # asked for explicitly, so it says why it is missing
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["checkpoint"] == str(checkpoint_dir) and report["checkpoint_stage"] == 2 and report["ks"] == [1, 2]
+    assert [r["source"] for r in report["results"]] == ["curriculum:heldout_instances", "humaneval"]
+    for r in report["results"]:
+        assert r["num_problems"] == 2 and r["n"] == 2 and r["temperature"] == 0.8
+        assert 0.0 <= r["pass@1"] <= r["pass@2"] <= 1.0
+        assert 0.0 <= r["rerank"]["pass@1"] <= 1.0 and r["rerank"]["num_samples"] == 2
+        assert all(len(p["passed"]) == 2 and 0 <= p["rerank"]["pick"] < 2 for p in r["problems"])
+    table = (tmp_path / "r.md").read_text().splitlines()
+    assert table[2] == ("| source | problems | n | pass@1 | pass@2 | test pass rate | reranked pass@1 (of 2) "
+                        "| random pick pass@1 |")
+    assert len(table) == 6

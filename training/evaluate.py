@@ -141,34 +141,44 @@ def sample_chains(generator, problems: list, n: int, temperature: float, max_new
 
 
 def rerank_samples(discriminator, problems: list, samples_per_problem: list, sandbox, num_tests: int = 5,
-                   test_temperature: float = 0.7, bar=None) -> list:
+                   test_temperature: float = 0.7, max_new_tokens: int = 128, bar=None) -> list:
     """CodeT picks: per problem, the discriminator writes tests, every sample runs them, dual agreement picks one.
 
     Returns per problem a dict with the pick (RankedPick), the tests and the pass matrix.
     """
-    from training.ranking import codet_rank, pass_matrix
+    from training.ranking import codet_rank, write_tests
 
+    batch = 32
     picks = []
-    for p, codes in zip(problems, samples_per_problem):
-        tests = discriminator.generate_tests(p.prompt, p.entry_point, code=None, num_tests=num_tests,
-                                             temperature=test_temperature)
-        matrix = pass_matrix(sandbox, codes, tests, p.entry_point)
-        picks.append({"pick": codet_rank(matrix), "tests": tests, "matrix": matrix})
+    for lo in range(0, len(problems), batch):
+        chunk = problems[lo : lo + batch]
+        tests_per_problem = write_tests(discriminator, [(p.prompt, p.entry_point) for p in chunk], num_tests=num_tests,
+                                        temperature=test_temperature, max_new_tokens=max_new_tokens)
+        # one sandbox batch for the whole chunk: every sample against its problem's tests
+        jobs = [(code, tests, p.entry_point)
+                for p, tests, codes in zip(chunk, tests_per_problem, samples_per_problem[lo : lo + batch])
+                for code in codes if tests]
+        results = iter(sandbox.run_batch(jobs) if jobs else [])
+        for tests, codes in zip(tests_per_problem, samples_per_problem[lo : lo + batch]):
+            matrix = [padded(next(results).test_results, len(tests)) for _ in codes] if tests else [[] for _ in codes]
+            picks.append({"pick": codet_rank(matrix), "tests": tests, "matrix": matrix})
         if bar is not None:
-            bar.update(1)
+            bar.update(len(chunk))
     return picks
 
 
 # ======================================================================= evaluation
 def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), temperature: float | None = None,
                      max_new_tokens=None, discriminator=None, num_samples_rerank: int = 0, num_tests: int = 5,
-                     desc: str = "eval", progress: bool = True) -> dict:
+                     test_max_new_tokens: int = 128, desc: str = "eval", progress: bool = True) -> dict:
     """pass@k of in-memory players on `problems` (what evaluate_checkpoint does after loading).
 
     n == 1 is greedy unless a temperature is given; n > 1 samples at
     `temperature` (default 0.8). With `num_samples_rerank` R > 1 (needs the
     discriminator) it also reports the pass@1 of the CodeT pick among R
     samples, next to the expected pass@1 of a random one of those R.
+    `max_new_tokens` is one budget for every stage, a list of five, or None
+    for each stage's default.
     """
     from tqdm import tqdm
 
@@ -176,6 +186,7 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
         temperature = 0.0 if n == 1 else DEFAULT_RERANK_TEMPERATURE
     if n > 1 and temperature == 0:
         raise UserError(f"--n {n} samples per problem at temperature 0 would all be the same; give --temperature > 0")
+    max_new_tokens = _budgets(max_new_tokens, None)
     bar = tqdm(total=len(problems), desc=f"{desc}: sampling", disable=not progress, file=sys.stderr, leave=False)
     chains = sample_chains(generator, problems, n, temperature, max_new_tokens, bar=bar)
     bar.close()
@@ -198,7 +209,8 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
             per_sample = run_samples(problems, rerank_codes, sandbox)
             rerank_rows = [[sample_passed(r, len(p.tests)) for r in rs] for p, rs in zip(problems, per_sample)]
         bar = tqdm(total=len(problems), desc=f"{desc}: writing tests", disable=not progress, file=sys.stderr, leave=False)
-        picks = rerank_samples(discriminator, problems, rerank_codes, sandbox, num_tests=num_tests, bar=bar)
+        picks = rerank_samples(discriminator, problems, rerank_codes, sandbox, num_tests=num_tests,
+                               max_new_tokens=test_max_new_tokens, bar=bar)
         bar.close()
         chosen = [rows[pk["pick"].index] for rows, pk in zip(rerank_rows, picks)]
         result["rerank"] = {
@@ -246,6 +258,7 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
             result = evaluate_players(
                 generator, problems, sandbox, n=n, ks=ks, temperature=temperature, max_new_tokens=budgets,
                 discriminator=discriminator, num_samples_rerank=num_samples_rerank, num_tests=num_tests,
+                test_max_new_tokens=max_new_tokens if isinstance(max_new_tokens, int) else 128,
                 desc=spec, progress=progress,
             )
             report["results"].append({"source": spec, **result})
@@ -275,9 +288,9 @@ def _header(checkpoint_dir, n, ks, num_samples_rerank) -> dict:
 
 
 def _budgets(max_new_tokens, trained):
-    """Per-stage token budgets: one int for every stage, or the run's own."""
+    """Per-stage token budgets: one int for every stage, or the run's own (None: each stage's default)."""
     if max_new_tokens is None:
-        return list(trained)
+        return list(trained) if trained else None
     if isinstance(max_new_tokens, int):
         return [max_new_tokens] * 5
     return list(max_new_tokens)

@@ -136,6 +136,26 @@ def _padded(results, n: int) -> list:
     return results + [False] * (n - len(results))
 
 
+def write_tests(discriminator, items: list, num_tests: int = 5, temperature: float = 0.7,
+                max_new_tokens: int = 128, batch_size: int = 32) -> list:
+    """The discriminator's tests for many (problem_text, entry_point) items, sampled in batches.
+
+    The batched form of `LLMDiscriminator.generate_tests(problem, entry_point)`
+    (same prompt, same parsing: up to `num_tests` distinct single-line asserts
+    that call the entry point), for evaluating hundreds of problems.
+    """
+    from reasoning.stages import extract_tests
+
+    out = []
+    for lo in range(0, len(items), batch_size):
+        chunk = items[lo : lo + batch_size]
+        prompts = [discriminator.test_prompt(problem, entry_point) for problem, entry_point in chunk]
+        rollout = discriminator.sample_tests(prompts, max_new_tokens=max_new_tokens, temperature=temperature)
+        for (_, entry_point), text in zip(chunk, rollout.texts):
+            out.append(extract_tests(text, entry_point)[0][:num_tests])
+    return out
+
+
 # ----------------------------------------------------------------- entry points
 _BACKTICK_CALL_RE = re.compile(r"`\s*(?:def\s+)?([A-Za-z_]\w*)\s*\(")
 _DEF_RE = re.compile(r"^\s*def\s+([A-Za-z_]\w*)\s*\(", re.MULTILINE)
