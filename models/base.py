@@ -228,21 +228,41 @@ class CausalLMWrapper:
             )
         return text
 
-    def _encode_prompts(self, prompts: list[str], reserve: int = 0, chat: bool = True) -> tuple[Tensor, Tensor]:
-        """Left-padded (ids, mask) of the formatted prompts, cut on the left to leave `reserve` positions."""
+    def _prompt_tokens(self, prompts: list[str], chat: bool = True) -> list[list[int]]:
+        """Token ids of each formatted prompt, unpadded."""
         templated = chat and bool(getattr(self.tokenizer, "chat_template", None))
         texts = [self.format_prompt(p) for p in prompts] if chat else list(prompts)
         # A chat template already writes the BOS token as text; don't add a second one.
-        enc = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=not templated)
-        ids, mask = enc["input_ids"], enc["attention_mask"]  # (B, P)
-        if self.max_length is not None:
-            keep = self.max_length - reserve
-            if keep < 1:
-                raise UserError(f"max_new_tokens={reserve} leaves no room for the prompt in the model's {self.max_length} positions; lower it")
-            if ids.size(1) > keep:
-                self._warn_once("truncate", f"prompts longer than {keep} tokens are cut on the left to fit {self.max_length} positions")
-                ids, mask = ids[:, -keep:], mask[:, -keep:]  # left padding: dropping columns keeps the tails
+        return self.tokenizer(texts, add_special_tokens=not templated)["input_ids"]
+
+    def _check_room(self, reserve: int) -> int | None:
+        """How many prompt tokens fit beside `reserve` new ones (None: no limit)."""
+        if self.max_length is None:
+            return None
+        keep = self.max_length - reserve
+        if keep < 1:
+            raise UserError(f"max_new_tokens={reserve} leaves no room for the prompt in the model's {self.max_length} positions; lower it")
+        return keep
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[Tensor, Tensor]:
+        """(ids, mask), (B, L), every row right-aligned."""
+        L = max(len(r) for r in rows)
+        ids = torch.full((len(rows), L), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), L), dtype=torch.long)
+        for i, row in enumerate(rows):
+            if row:
+                ids[i, L - len(row):] = torch.tensor(row)
+                mask[i, L - len(row):] = 1
         return ids.to(self.device), mask.to(self.device)
+
+    def _encode_prompts(self, prompts: list[str], reserve: int = 0, chat: bool = True) -> tuple[Tensor, Tensor]:
+        """Left-padded (ids, mask) of the formatted prompts, cut on the left to leave `reserve` positions."""
+        rows = self._prompt_tokens(prompts, chat)
+        keep = self._check_room(reserve)
+        if keep is not None and max(len(r) for r in rows) > keep:
+            self._warn_once("truncate", f"prompts longer than {keep} tokens are cut on the left to fit {self.max_length} positions")
+            rows = [r[-keep:] for r in rows]  # keep the end: it says which stage to write
+        return self._left_pad(rows)
 
     def _generation_config(self, max_new_tokens: int, temperature: float, top_p: float, min_new_tokens: int):
         from transformers import GenerationConfig
@@ -285,6 +305,8 @@ class CausalLMWrapper:
         min_new_tokens: int = 0,
     ) -> Rollout:
         """Sample `num_samples` completions per prompt in one batch (greedy when temperature == 0)."""
+        if not prompts or num_samples < 1:
+            raise ValueError(f"sample needs at least one prompt and num_samples >= 1, got {len(prompts)} and {num_samples}")
         prompt_ids, prompt_mask = self._encode_prompts(prompts, reserve=max_new_tokens)  # (B, P)
         prompt_ids = prompt_ids.repeat_interleave(num_samples, dim=0)  # (N, P), prompt-major
         prompt_mask = prompt_mask.repeat_interleave(num_samples, dim=0)
@@ -350,50 +372,70 @@ class CausalLMWrapper:
         pass a `make_reference_model()` result for the KL term. `temperature`
         divides the logits, matching samples drawn at that temperature.
         """
-        model = self.model if model is None else model
-        C = completion_ids.size(1)
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (N, P + C)
         attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (N, P + C)
+        per_token_logps = self._token_logps(model, input_ids, attention_mask, completion_ids, temperature)  # (N, C)
+        return per_token_logps.masked_fill(completion_mask == 0, 0.0)
+
+    def _token_logps(self, model, input_ids: Tensor, attention_mask: Tensor, targets: Tensor, temperature: float = 1.0) -> Tensor:
+        """Log-probs (N, C) of `targets`, the last C columns of `input_ids`, in one forward pass."""
+        model = self.model if model is None else model
+        C = targets.size(1)
         logits = self._forward(model, input_ids, attention_mask, logits_to_keep=C + 1).logits
-        logits = logits[:, -(C + 1):-1]  # (N, C, V): position t predicts completion token t
+        logits = logits[:, -(C + 1):-1]  # (N, C, V): position t predicts target t
         # Row by row in float32: a (C, V) float32 slice at a time instead of (N, C, V).
         per_token_logps = []
-        for row_logits, row_ids in zip(logits, completion_ids):
+        for row_logits, row_ids in zip(logits, targets):
             row_logits = row_logits.float()
             if temperature != 1.0:
                 row_logits = row_logits / temperature
-            row_logps = row_logits.log_softmax(dim=-1).gather(-1, row_ids.unsqueeze(-1)).squeeze(-1)  # (C,)
-            per_token_logps.append(row_logps)
-        per_token_logps = torch.stack(per_token_logps)  # (N, C)
-        return per_token_logps.masked_fill(completion_mask == 0, 0.0)
+            per_token_logps.append(row_logits.log_softmax(dim=-1).gather(-1, row_ids.unsqueeze(-1)).squeeze(-1))  # (C,)
+        return torch.stack(per_token_logps)  # (N, C)
+
+    def _completion_tokens(self, completions: list[str]) -> list[list[int]]:
+        """Token ids of each completion followed by EOS, tokenized apart from its prompt as sampling makes them."""
+        eos = self.tokenizer.eos_token_id
+        rows = [ids + [eos] for ids in self.tokenizer(list(completions), add_special_tokens=False)["input_ids"]]
+        limit = self.max_length // 2 if self.max_length is not None else None
+        if limit is not None and max(len(r) for r in rows) > limit:
+            self._warn_once("truncate_completion", f"completions longer than {limit} tokens are cut")
+            rows = [r[:limit] for r in rows]
+        return rows
 
     def encode_completions(self, prompts: list[str], completions: list[str]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(prompt_ids, prompt_mask, completion_ids, completion_mask) for given texts; each completion ends with EOS.
+        """(prompt_ids, prompt_mask, completion_ids, completion_mask) as `sample` would return for these texts.
 
-        Prompt and completion are tokenized separately, as sampling produces them.
+        Each completion ends with EOS; completions are right-padded.
         """
-        eos = self.tokenizer.eos_token_id
-        completion_tokens = [self.tokenizer(c, add_special_tokens=False)["input_ids"] + [eos] for c in completions]
-        C = max(len(t) for t in completion_tokens)
-        if self.max_length is not None and C > self.max_length // 2:
-            self._warn_once("truncate_completion", f"completions longer than {self.max_length // 2} tokens are cut")
-            C = self.max_length // 2
-            completion_tokens = [t[:C] for t in completion_tokens]
+        rows = self._completion_tokens(completions)
+        C = max(len(r) for r in rows)
         prompt_ids, prompt_mask = self._encode_prompts(prompts, reserve=C)  # (B, P)
-        completion_ids = torch.full((len(completions), C), self.tokenizer.pad_token_id, dtype=torch.long)
-        completion_mask = torch.zeros((len(completions), C), dtype=torch.long)
-        for i, tokens in enumerate(completion_tokens):
-            completion_ids[i, : len(tokens)] = torch.tensor(tokens)
-            completion_mask[i, : len(tokens)] = 1
+        completion_ids = torch.full((len(rows), C), self.tokenizer.pad_token_id, dtype=torch.long)
+        completion_mask = torch.zeros((len(rows), C), dtype=torch.long)
+        for i, row in enumerate(rows):
+            completion_ids[i, : len(row)] = torch.tensor(row)
+            completion_mask[i, : len(row)] = 1
         return prompt_ids, prompt_mask, completion_ids.to(self.device), completion_mask.to(self.device)
 
     def sft_loss(self, prompts: list[str], completions: list[str]) -> Tensor:
         """Mean cross-entropy over completion tokens only (each completion followed by EOS)."""
-        if len(prompts) != len(completions):
-            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        prompt_ids, prompt_mask, completion_ids, completion_mask = self.encode_completions(prompts, completions)
-        per_token_logps = self.per_token_logps(prompt_ids, prompt_mask, completion_ids, completion_mask)  # (B, C)
-        return -(per_token_logps * completion_mask).sum() / completion_mask.sum()
+        if len(prompts) != len(completions) or not prompts:
+            raise ValueError(f"sft_loss needs as many completions as prompts (at least one), got {len(prompts)} and {len(completions)}")
+        completion_rows = self._completion_tokens(completions)
+        C = max(len(r) for r in completion_rows)
+        keep = self._check_room(C)
+        eos = self.tokenizer.eos_token_id
+        rows, loss_mask = [], torch.zeros((len(prompts), C), device=self.device)  # (B, C)
+        for i, (prompt, completion) in enumerate(zip(self._prompt_tokens(prompts), completion_rows)):
+            prompt = (prompt or [eos])[-keep:] if keep is not None else (prompt or [eos])  # something to predict from
+            rows.append(prompt + completion)
+            loss_mask[i, C - len(completion):] = 1
+        # Whole sequences right-aligned: a batch is as long as its longest prompt +
+        # completion, not longest prompt + longest completion as in sample()'s layout.
+        # Every completion then sits in the last C columns (behind prompt tokens where shorter).
+        input_ids, attention_mask = self._left_pad(rows)  # (B, L)
+        per_token_logps = self._token_logps(self.model, input_ids, attention_mask, input_ids[:, -C:])  # (B, C)
+        return -(per_token_logps * loss_mask).sum() / loss_mask.sum()
 
     # ------------------------------------------------------------------ reference model
 

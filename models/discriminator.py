@@ -75,6 +75,8 @@ class LLMDiscriminator(CausalLMWrapper):
 
         Apply sigmoid for probabilities. With grad=True the graph is kept for BCE training.
         """
+        if not items:
+            return torch.zeros(0, device=self.device)
         texts = [build_discriminator_prompt(problem, prev, stage_id, output) for problem, prev, stage_id, output in items]
         input_ids, attention_mask = self._encode_prompts(texts, chat=False)  # (B, T) left-padded
         with torch.enable_grad() if grad else torch.no_grad():

@@ -487,3 +487,19 @@ def test_gradient_checkpointing_and_offloaded_reference():
     p_ids, p_mask, c_ids, c_mask = gen.encode_completions(PROMPTS, ANSWERS)
     assert torch.allclose(gen.per_token_logps(p_ids, p_mask, c_ids, c_mask, model=ref),
                           gen.per_token_logps(p_ids, p_mask, c_ids, c_mask).detach(), atol=1e-5)
+
+
+def test_long_prompts_are_cut_to_fit_absolute_positions(tmp_path):
+    """GPT-2 has 256 learned positions here: longer inputs must be cut, not crash."""
+    from models.discriminator import LLMDiscriminator
+    from models.generator import LLMGenerator
+
+    path = make_model_dir(tmp_path, "gpt2")
+    long_prompt = "word " * 600 + "\n### Stage 1: Informal Reasoning\n"
+    gen = LLMGenerator(path, "cpu")
+    r = gen.sample([long_prompt, "short"], max_new_tokens=16)
+    assert r.prompt_ids.shape[1] + r.completion_ids.shape[1] <= 256
+    assert gen.tokenizer.decode(r.prompt_ids[0]).endswith("### Stage 1: Informal Reasoning\n")  # the end survives
+    assert torch.isfinite(gen.sft_loss([long_prompt], ["answer"]))
+    d = LLMDiscriminator(path, "cpu")
+    assert d.score_batch([(long_prompt, [], 1, "output")]).shape == (1,)
