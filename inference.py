@@ -58,7 +58,7 @@ def run(args) -> int:
     from training.chains import generate_chains
     from training.errors import UserError
     from training.evaluate import write_atomically
-    from training.loading import load_players
+    from training.loading import load_players, quiet_model_loading
     from training.ranking import codet_rank, infer_entry_point, pass_matrix
 
     # ---------------------------------------------------------------- arguments
@@ -80,6 +80,7 @@ def run(args) -> int:
 
     # ---------------------------------------------------------------- players
     print(f"loading {args.checkpoint} ...", file=sys.stderr)
+    quiet_model_loading()
     generator, discriminator, config, metrics = load_players(args.checkpoint, args.device, discriminator=wants_tests)
     budgets = [args.max_new_tokens] * NUM_STAGES if args.max_new_tokens else list(config.max_new_tokens)
 

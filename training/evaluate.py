@@ -402,6 +402,9 @@ def run(args) -> int:
     if args.canonical:
         report = evaluate_canonical(specs, ks, args.limit, args.workers, progress=not args.no_progress)
     else:
+        from training.loading import quiet_model_loading
+
+        quiet_model_loading()
         report = evaluate_checkpoint(
             args.checkpoint, specs, n=args.n, ks=ks, limit=args.limit, num_samples_rerank=args.num_samples_rerank,
             num_tests=args.num_tests, device=args.device, temperature=args.temperature,
