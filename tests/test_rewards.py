@@ -22,11 +22,12 @@ def test_registry_names_match_config_weights():
 
 def test_combine_is_weighted_mean_of_applicable_terms_and_in_range():
     terms = {"a": [1.0, None, 0.5, float("nan")], "b": [0.0, 1.0, None, 1.0]}
-    total = combine(terms, {"a": 3.0, "b": 1.0})
+    total = combine(terms, {"a": 3.0, "b": 1.0}, 4)
     assert total[0] == pytest.approx(0.75)
     assert total[1] == 1.0 and total[2] == 0.5
     assert total[3] == pytest.approx(0.25)  # nan counts as 0, never propagates
-    assert combine({"a": [None]}, {"a": 1.0}) == [0.0]
+    assert combine({"a": [None]}, {"a": 1.0}, 1) == [0.0]
+    assert combine({}, {}, 2) == [0.0, 0.0]
     assert all(0.0 <= t <= 1.0 and math.isfinite(t) for t in total)
 
 

@@ -281,9 +281,11 @@ class AdversarialTrainer:
         terms = {}
         for name, fn in self.reward_fns.items():
             if self.reward_weights.get(name, 0) > 0:
-                terms[name] = fn(reward_batch)
+                values = fn(reward_batch)
+                if any(v is not None for v in values):  # keep only the terms that apply here
+                    terms[name] = values
         batch.terms = terms
-        batch.rewards = combine(terms, self.reward_weights)
+        batch.rewards = combine(terms, self.reward_weights, len(batch.completions))
         return batch.rewards
 
     def discriminator_scores(self, items: list) -> list:

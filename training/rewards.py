@@ -54,9 +54,8 @@ class RewardBatch:
     extras: dict = field(default_factory=dict)
 
 
-def combine(terms: dict[str, list], weights: dict[str, float]) -> list[float]:
-    """Weighted mean of the terms that apply to each completion; 0 where none apply."""
-    n = len(next(iter(terms.values()))) if terms else 0
+def combine(terms: dict[str, list], weights: dict[str, float], n: int) -> list[float]:
+    """Weighted mean of the terms that apply to each of n completions; 0 where none apply."""
     total = []
     for i in range(n):
         num = den = 0.0

@@ -1,0 +1,183 @@
+"""AdversarialTrainer on the tiny model with a shrunken config: behaviour, not just 'it ran'."""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from sandbox import Sandbox
+from training.adversarial_trainer import AdversarialTrainer
+from training.build import build_players, seed_everything
+from training.config import TrainingConfig
+from training.errors import UserError
+from training.curriculum import load_curriculum
+
+SHRUNK = [
+    "--device=cpu",
+    "--warmup.steps=2",
+    "--warmup.discriminator_steps=1",
+    "--warmup.batch_size=4",
+    "--iterations_per_stage=1",
+    "--problems_per_batch=2",
+    "--group_size=3",
+    "--max_new_tokens=[6, 6, 6, 6, 24]",
+    "--num_generated_tests=2",
+    "--eval_size=2",
+    "--progress=false",
+    "--plot=false",
+    "--sandbox.workers=1",
+    "--sandbox.timeout_s=1.0",
+]
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(timeout_s=1.0, memory_mb=512, workers=1) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return load_curriculum("train", per_family=1)[:6]
+
+
+def make_trainer(tmp_path, sandbox, *overrides):
+    config = TrainingConfig().with_overrides(SHRUNK + [f"--checkpoint_dir={tmp_path}"] + list(overrides))
+    seed_everything(config.seed)
+    generator, discriminator = build_players(config)
+    return AdversarialTrainer(generator, discriminator, sandbox, config)
+
+
+def _params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _changed(before, model):
+    return any(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
+
+
+def test_stage5_iteration_updates_both_players_with_rewards_in_range(tmp_path, sandbox, problems):
+    trainer = make_trainer(tmp_path, sandbox, "--stages=[5]")
+    # a group with spread is guaranteed by mixing the reference solution into the samples
+    batch = trainer.rollout(5, problems[:2])
+    batch.completions[0] = problems[0].reference_solution
+    rewards = trainer.score(batch)
+    assert len(rewards) == 6
+    assert all(math.isfinite(r) and 0.0 <= r <= 1.0 for r in rewards)
+    assert rewards[0] == 1.0  # the reference passes its own tests
+    assert "reference_tests" in batch.terms and "discriminator" not in batch.terms  # no disc score at stage 5
+    advantages, valid, _ = trainer.compute_advantages(rewards, batch.group_size)
+    assert valid[:3].all()
+    before_g, before_d = _params(trainer.generator.model), _params(trainer.discriminator.model)
+    stats = trainer.update_generator(batch, advantages, valid)
+    assert _changed(before_g, trainer.generator.model)
+    assert math.isfinite(stats["policy_loss"]) and stats["grad_norm"] > 0
+    # the test writer learns only when its samples' CURE rewards differ; force a spread
+    tb = batch.test_batch
+    assert tb is not None and len(tb.sample_tests) == 2 * 2
+    tb.tests[0] = ["assert x == 1"] if not tb.tests[0] else tb.tests[0]
+    tb.sample_tests[0], tb.sample_tests[1] = [tb.tests[0][0]], []
+    tb.passes_reference[0] = [True] * len(tb.tests[0])
+    tb.candidate_results[0] = [[False] * len(tb.tests[0]) for _ in range(3)]
+    trainer.update_discriminator(batch)
+    assert _changed(before_d, trainer.discriminator.model)
+
+
+def test_stage_1_scoring_head_learns_and_rewards_come_from_discriminator(tmp_path, sandbox, problems):
+    trainer = make_trainer(tmp_path, sandbox, "--stages=[1]")
+    batch = trainer.rollout(1, problems[:2])
+    rewards = trainer.score(batch)
+    assert set(batch.terms) == {"discriminator"}
+    assert all(0.0 <= r <= 1.0 for r in rewards)
+    head = trainer.discriminator.score_head
+    before = head.weight.detach().clone()
+    stats = trainer.update_discriminator(batch)
+    assert not torch.equal(before, head.weight.detach())
+    assert 0.0 <= stats["disc_accuracy"] <= 1.0 and stats["disc_loss"] > 0
+
+
+def test_ablation_turns_discriminator_terms_off(tmp_path, sandbox, problems):
+    trainer = make_trainer(tmp_path, sandbox, "--use_discriminator=false")
+    batch = trainer.rollout(5, problems[:2])
+    trainer.score(batch)
+    assert set(batch.terms) == {"reference_tests"} and batch.test_batch is None
+    batch1 = trainer.rollout(1, problems[:2])
+    trainer.score(batch1)
+    assert batch1.terms == {} and batch1.rewards == [0.0] * 6
+
+
+def test_full_run_writes_the_checkpoint_tree_with_its_keys(tmp_path, sandbox, problems):
+    trainer = make_trainer(tmp_path, sandbox, "--stages=[1, 5]", "--plot=true")
+    trainer.train(problems, eval_problems=problems[:2])
+    for name in ("warmup", "stage_1", "stage_5", "best", "final"):
+        assert os.path.isfile(tmp_path / name / "generator.pt"), name
+        assert os.path.isfile(tmp_path / name / "discriminator.pt"), name
+    gen = torch.load(tmp_path / "stage_5" / "generator.pt", map_location="cpu", weights_only=True)
+    for key in ("model_state_dict", "optimizer_state_dict", "stage_id", "metrics", "model_name_or_path", "model_config", "step", "rng_state", "config"):
+        assert key in gen, key
+    assert gen["stage_id"] == 5
+    metrics = json.loads((tmp_path / "stage_5" / "metrics.json").read_text())
+    for section, keys in {"generator": ("avg_reward", "pass_rate"), "discriminator": ("loss", "accuracy", "test_validity")}.items():
+        for key in keys:
+            assert key in metrics[section], (section, key)
+    assert "elapsed_s" in metrics
+    config = json.loads((tmp_path / "final" / "training_config.json").read_text())
+    assert TrainingConfig.from_dict(config) == trainer.config
+    # best/ and final/ share bytes with a stage directory instead of copying them
+    best = os.stat(tmp_path / "best" / "generator.pt")
+    assert best.st_nlink >= 2
+    assert os.stat(tmp_path / "final" / "generator.pt").st_ino == os.stat(tmp_path / "stage_5" / "generator.pt").st_ino
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [l["stage"] for l in lines] == [0, 1, 5]
+    assert os.path.isfile(tmp_path / "stage_5.png")
+
+
+def test_killed_mid_stage_resumes_at_the_next_stage(tmp_path, sandbox, problems):
+    trainer = make_trainer(tmp_path, sandbox, "--stages=[1, 2, 3]", "--warmup.enabled=false")
+    original = trainer.update_generator
+
+    def killed(batch, *args):
+        if batch.stage_id == 3:
+            raise KeyboardInterrupt  # the process dies mid-stage 3
+        return original(batch, *args)
+
+    trainer.update_generator = killed
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(problems)
+    assert sorted(os.listdir(tmp_path)) == ["best", "metrics.jsonl", "stage_1", "stage_2"]
+    weights_2 = torch.load(tmp_path / "stage_2" / "generator.pt", weights_only=True)["model_state_dict"]
+
+    resumed = make_trainer(tmp_path, sandbox, "--stages=[1, 2, 3]", "--warmup.enabled=false")
+    resumed.load_checkpoint(str(tmp_path / "stage_2"))
+    assert resumed.completed_stage == 2
+    for name, tensor in resumed.generator.model.state_dict().items():
+        assert torch.equal(tensor, weights_2[name]), name
+    seen = []
+    original_stage = resumed.train_stage
+    resumed.train_stage = lambda stage_id, *a, **k: seen.append(stage_id) or original_stage(stage_id, *a, **k)
+    resumed.train(problems)
+    assert seen == [3]
+    assert {"stage_1", "stage_2", "stage_3", "best", "final"} <= set(os.listdir(tmp_path))
+    stages = [json.loads(l)["stage"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert stages == [1, 2, 3]
+
+
+def test_resume_from_another_model_is_one_clear_error(tmp_path, sandbox, problems):
+    trainer = make_trainer(tmp_path, sandbox, "--warmup.enabled=false")
+    trainer.save_checkpoint(str(tmp_path / "stage_1"), 1, {})
+    gen_path = tmp_path / "stage_1" / "generator.pt"
+    saved = torch.load(gen_path, weights_only=True)
+    saved["model_name_or_path"] = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
+    torch.save(saved, gen_path)
+    with pytest.raises(UserError, match="Qwen2.5-Coder"):
+        make_trainer(tmp_path, sandbox).load_checkpoint(str(tmp_path / "stage_1"))
+    with pytest.raises(UserError, match="not found"):
+        make_trainer(tmp_path, sandbox).load_checkpoint(str(tmp_path / "stage_4"))
+
+
+def test_no_problems_is_one_clear_error(tmp_path, sandbox):
+    trainer = make_trainer(tmp_path, sandbox)
+    with pytest.raises(UserError, match="no training problems"):
+        trainer.train([])
