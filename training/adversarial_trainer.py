@@ -520,18 +520,28 @@ class AdversarialTrainer:
 
     # ==================================================================== evaluation
     def evaluate(self, problems: list) -> dict:
-        """Greedy five-stage chains; pass@1 = share of problems whose code passes every reference test."""
+        """Greedy five-stage chains scored like `python -m training.evaluate`: pass@1 and test pass rate.
+
+        Curriculum problems are also reported per family group (sft, rl_only,
+        heldout), since warm-up saturates the groups it has seen.
+        """
+        from training.curriculum import GROUPS
+        from training.evaluate import evaluate_samples
+
         if self.config.eval_size and len(problems) > self.config.eval_size:
             problems = problems[: self.config.eval_size]
         chains = self.generate_chains(problems, upto=5)
-        results = self.sandbox.run_batch([(c[-1], p.tests, p.entry_point) for c, p in zip(chains, problems)])
-        passed = [bool(r.passed) for r in results]
-        fractions = [_fraction(_padded(r.test_results, len(p.tests))) for r, p in zip(results, problems)]
-        return {
-            "pass_at_1": sum(passed) / len(passed),
-            "test_pass_rate": sum(fractions) / len(fractions),
-            "num_problems": len(problems),
-        }
+        report = evaluate_samples(problems, [[c[-1]] for c in chains], self.sandbox, ks=(1,))
+        rows = report.pop("problems")
+        out = {"pass_at_1": report["pass@1"], "test_pass_rate": report["test_pass_rate"], "num_problems": len(rows)}
+        groups = {family: group for group, families in GROUPS.items() for family in families}
+        by_group: dict = {}
+        for p, row in zip(problems, rows):
+            if p.family in groups:
+                by_group.setdefault(groups[p.family], []).append(row["c"] > 0)
+        for group, passed in sorted(by_group.items()):
+            out[f"pass_at_1_{group}"] = sum(passed) / len(passed)
+        return out
 
     # ================================================================== checkpoints
     def save_checkpoint(self, path: str, stage_id: int, metrics: dict) -> None:

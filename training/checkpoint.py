@@ -128,10 +128,16 @@ def missing_checkpoint_message(path: str) -> str:
     root = os.path.dirname(os.path.abspath(path.rstrip("/"))) or "."
     existing = checkpoint_dirs(root)
     if existing:
-        listing = ", ".join(os.path.join(os.path.relpath(root), n) for n in existing)
+        listing = ", ".join(os.path.join(_readable(root), n) for n in existing)
         hint = " (try final)" if "final" in existing else ""
         return f"checkpoint {path} not found; existing checkpoints: {listing}{hint}"
-    return f"checkpoint {path} not found and {os.path.relpath(root)} holds no checkpoints; run `python train.py` first"
+    return f"checkpoint {path} not found and {_readable(root)} holds no checkpoints; run `python train.py` first"
+
+
+def _readable(path: str) -> str:
+    """Relative to the working directory when below it, absolute otherwise."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
 
 
 def require_checkpoint_dir(path: str) -> None:
