@@ -48,6 +48,7 @@ class TestPlan:
     kind: str                     # "io" | "assert" | "invalid"
     calls: tuple = ()             # IoCall, for "io"
     source: str = ""              # test code, for "assert"
+    code: object = None           # its guarded code object, for "assert"
     reason: str = ""              # for "invalid"
     meta: dict = field(default_factory=dict)
 
@@ -188,7 +189,91 @@ def plan_test(test) -> TestPlan:
         return TestPlan("io", calls=calls)
     if not tree.body:
         return TestPlan("invalid", reason="test is empty")
-    return TestPlan("assert", source=test)
+    try:
+        code = compile_guarded(tree)
+    except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as e:
+        return TestPlan("invalid", reason=f"test does not compile ({type(e).__name__})")
+    return TestPlan("assert", source=test, code=code)
+
+
+# --------------------------------------------------------------------------
+# Assert-mode tests: route comparisons, arithmetic and conditions through the
+# job's guards (harness.sbx_*), which accept only plain builtin values.
+
+_OP_TEXT = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">",
+            ast.GtE: ">=", ast.In: "in", ast.NotIn: "not in", ast.Is: "is",
+            ast.IsNot: "is not", ast.Add: "+", ast.Sub: "-", ast.Mult: "*",
+            ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**",
+            ast.LShift: "<<", ast.RShift: ">>", ast.BitOr: "|", ast.BitXor: "^",
+            ast.BitAnd: "&", ast.MatMult: "@", ast.USub: "-", ast.UAdd: "+",
+            ast.Invert: "~"}
+
+
+def _helper(name, args):
+    return ast.Call(func=ast.Name(id=name, ctx=ast.Load()), args=args, keywords=[])
+
+
+class _GuardRewriter(ast.NodeTransformer):
+    """Route the test code's comparisons, arithmetic and conditions through guards."""
+
+    def visit_Compare(self, node):
+        self.generic_visit(node)
+        if len(node.ops) == 1:
+            return _helper("__sbx_cmp__", [ast.Constant(_OP_TEXT[type(node.ops[0])]),
+                                           node.left, node.comparators[0]])
+        pairs = [ast.Tuple(elts=[ast.Constant(_OP_TEXT[type(op)]),
+                                 ast.Lambda(args=ast.arguments(posonlyargs=[], args=[],
+                                                               kwonlyargs=[], kw_defaults=[],
+                                                               defaults=[]), body=comp)],
+                           ctx=ast.Load())
+                 for op, comp in zip(node.ops, node.comparators)]
+        return _helper("__sbx_chain__", [node.left] + pairs)
+
+    def visit_BinOp(self, node):
+        self.generic_visit(node)
+        return _helper("__sbx_bin__", [ast.Constant(_OP_TEXT[type(node.op)]),
+                                       node.left, node.right])
+
+    def visit_UnaryOp(self, node):
+        self.generic_visit(node)
+        if isinstance(node.op, ast.Not):
+            node.operand = self._cond(node.operand)
+            return node
+        # Keep negative literals literal (-1 is a UnaryOp in the AST).
+        if isinstance(node.operand, ast.Constant):
+            return node
+        return _helper("__sbx_un__", [ast.Constant(_OP_TEXT[type(node.op)]), node.operand])
+
+    def _cond(self, node):
+        if isinstance(node, ast.BoolOp):
+            node.values = [self._cond(v) for v in node.values]
+            return node
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return node   # its operand was wrapped by visit_UnaryOp
+        return _helper("__sbx_truth__", [node])
+
+    def visit_Assert(self, node):
+        self.generic_visit(node)
+        node.test = self._cond(node.test)
+        return node
+
+    def visit_If(self, node):
+        self.generic_visit(node)
+        node.test = self._cond(node.test)
+        return node
+
+    visit_While = visit_If
+    visit_IfExp = visit_If
+
+
+def compile_guarded(tree: ast.Module):
+    """Compile assert-mode test code with its checks routed through the job's guards.
+
+    Done here, on the trusted side and once per distinct test, rather than in
+    every job. The names ``__sbx_*__`` are bound by harness._test_globals.
+    """
+    tree = ast.fix_missing_locations(_GuardRewriter().visit(tree))
+    return compile(tree, "<test>", "exec", dont_inherit=True)
 
 
 # --------------------------------------------------------------------------

@@ -10,8 +10,9 @@ candidate's code has run, nothing in this process can be trusted, so:
   manager compares; expected values are never in this process.
 - Assert tests (anything that is not an I/O form) run here. Each one that
   completes sends its own secret marker, and the job must finish with the end
-  marker. Their code is rewritten so that comparisons, arithmetic and
-  truth tests accept only plain builtin values, they get pristine copies of
+  marker. Their code arrives compiled by the manager with comparisons,
+  arithmetic and truth tests routed through the ``sbx_*`` guards below, which
+  accept only plain builtin values; they get pristine copies of
   builtins and of common stdlib modules (monkeypatching ``math.isclose`` does
   not reach them), and trace/profile hooks are removed. This stops the known
   reward hacks, but code that introspects this process can still find a
@@ -25,7 +26,6 @@ P (assert unit passed, with its marker), F (assert unit failed), END.
 
 from __future__ import annotations
 
-import ast
 import builtins
 import marshal
 import operator
@@ -52,7 +52,7 @@ _str, _bytes, _list, _tuple, _dict = str, bytes, list, tuple, dict
 _set, _frozenset, _range, _NoneType = set, frozenset, range, type(None)
 _int_repr, _float_repr = int.__repr__, float.__repr__
 _str_repr, _bytes_repr = str.__repr__, bytes.__repr__
-_exec, _compile, _isinstance, _getattr = exec, compile, isinstance, getattr
+_exec, _compile, _isinstance = exec, compile, isinstance
 _BaseException = BaseException
 _MemoryError = MemoryError
 _real_import = builtins.__import__
@@ -85,11 +85,43 @@ def prepare_fork_server(reduced: bool = False) -> None:
             __import__(name)
         except ImportError:
             pass
+    _warm_up()
     _PRISTINE_BUILTINS.update(vars(builtins))
     for name in CLONED_MODULES:
         mod = sys.modules.get(name)
         if mod is not None:
             _PRISTINE[name] = dict(vars(mod))
+
+
+_WARM_UP_CODE = """
+from typing import List, Dict, Optional
+import math, collections, itertools, functools, heapq, re
+class _C:
+    x: int = 1
+def _f(a: List[int], *args, k=None, **kw) -> Optional[int]:
+    s = f"{a!r:>3}" + "%s" % (k,)
+    t = [i * 2 for i in a if i] + list({i: i for i in a}) + sorted({1, 2})
+    g = (lambda v: v + 1)(len(t))
+    try:
+        return sum(t) // g
+    except ZeroDivisionError as e:
+        raise ValueError(str(e)) from e
+    finally:
+        pass
+_r = _f([1, 2, 3], k=2)
+"""
+
+
+def _warm_up() -> None:
+    # CPython builds some state lazily on first use (the AST node types used
+    # by compile(), marshal's tables, ...). Done here once, before the heap is
+    # frozen, instead of in every forked job: a cold compile() in a job cost
+    # about 120 extra page faults (docs/sandbox.md).
+    g: dict = {"__name__": "__warm_up__"}
+    _exec(_compile(_WARM_UP_CODE, "<warm-up>", "exec", dont_inherit=True), g)
+    marshal.loads(marshal.dumps({"a": [1, 2.0, "x", (None, True)], "b": {1}}))
+    serialize([1, 2.5, "s", b"b", (None, True), {1: {2}}, frozenset(), complex(1, 2)])
+    describe(ValueError("warm-up"))
 
 
 # --------------------------------------------------------------------------
@@ -260,78 +292,6 @@ def sbx_truth(v):
     return _bool(v)
 
 
-_OP_TEXT = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">",
-            ast.GtE: ">=", ast.In: "in", ast.NotIn: "not in", ast.Is: "is",
-            ast.IsNot: "is not", ast.Add: "+", ast.Sub: "-", ast.Mult: "*",
-            ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**",
-            ast.LShift: "<<", ast.RShift: ">>", ast.BitOr: "|", ast.BitXor: "^",
-            ast.BitAnd: "&", ast.MatMult: "@", ast.USub: "-", ast.UAdd: "+",
-            ast.Invert: "~"}
-
-
-def _helper(name, args):
-    return ast.Call(func=ast.Name(id=name, ctx=ast.Load()), args=args, keywords=[])
-
-
-class _GuardRewriter(ast.NodeTransformer):
-    """Route the test code's comparisons, arithmetic and conditions through guards."""
-
-    def visit_Compare(self, node):
-        self.generic_visit(node)
-        if _len(node.ops) == 1:
-            return _helper("__sbx_cmp__", [ast.Constant(_OP_TEXT[_type(node.ops[0])]),
-                                           node.left, node.comparators[0]])
-        pairs = [ast.Tuple(elts=[ast.Constant(_OP_TEXT[_type(op)]),
-                                 ast.Lambda(args=ast.arguments(posonlyargs=[], args=[],
-                                                               kwonlyargs=[], kw_defaults=[],
-                                                               defaults=[]), body=comp)],
-                           ctx=ast.Load())
-                 for op, comp in zip(node.ops, node.comparators)]
-        return _helper("__sbx_chain__", [node.left] + pairs)
-
-    def visit_BinOp(self, node):
-        self.generic_visit(node)
-        return _helper("__sbx_bin__", [ast.Constant(_OP_TEXT[_type(node.op)]),
-                                       node.left, node.right])
-
-    def visit_UnaryOp(self, node):
-        self.generic_visit(node)
-        if _isinstance(node.op, ast.Not):
-            node.operand = self._cond(node.operand)
-            return node
-        # Keep negative literals literal (-1 is a UnaryOp in the AST).
-        if _isinstance(node.operand, ast.Constant):
-            return node
-        return _helper("__sbx_un__", [ast.Constant(_OP_TEXT[_type(node.op)]), node.operand])
-
-    def _cond(self, node):
-        if _isinstance(node, ast.BoolOp):
-            node.values = [self._cond(v) for v in node.values]
-            return node
-        if _isinstance(node, ast.UnaryOp) and _isinstance(node.op, ast.Not):
-            return node   # its operand was wrapped by visit_UnaryOp
-        return _helper("__sbx_truth__", [node])
-
-    def visit_Assert(self, node):
-        self.generic_visit(node)
-        node.test = self._cond(node.test)
-        return node
-
-    def visit_If(self, node):
-        self.generic_visit(node)
-        node.test = self._cond(node.test)
-        return node
-
-    visit_While = visit_If
-    visit_IfExp = visit_If
-
-
-def compile_guarded(source: str):
-    tree = ast.parse(source, "<test>", "exec")
-    tree = ast.fix_missing_locations(_GuardRewriter().visit(tree))
-    return _compile(tree, "<test>", "exec", dont_inherit=True)
-
-
 def _clone_module(name, cache):
     mod = cache.get(name)
     if mod is None:
@@ -405,15 +365,6 @@ def run_job(code_src: str, entry: str | None, units: list, report_pass, report_e
     except (ValueError, OverflowError, RecursionError, MemoryError) as e:
         _send("S", -1, describe(e))
         return
-    # Test code is compiled before any candidate code runs.
-    compiled = {}
-    for i, u in enumerate(units):
-        if u[0] == "a":
-            try:
-                compiled[i] = compile_guarded(u[1])
-            except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError) as e:
-                compiled[i] = describe(e)
-
     g = {"__name__": "__candidate__", "__builtins__": builtins}
     try:
         _exec(code, g)
@@ -449,10 +400,7 @@ def run_job(code_src: str, entry: str | None, units: list, report_pass, report_e
             del value
             _send("R", i, text)
         else:
-            test_code = compiled[i]
-            if _type(test_code) is _str:
-                _send("F", i, "test does not compile: " + test_code)
-                continue
+            test_code = u[1]     # compiled with guards by the manager (checks.py)
             sys.settrace(None)
             sys.setprofile(None)
             try:

@@ -7,10 +7,13 @@ only ever:
 
 1. receives a job request (two file descriptors, nothing of the job's content:
    its memory, which every job inherits, never holds code, tests or answers),
-2. creates the job directory and forks the job process,
-3. waits for it, or kills it when the manager says so,
-4. kills and reaps everything the job left behind, removes the directory,
+2. forks the job process (the manager has created its directory),
+3. waits for it, or kills it when the manager sends SIGUSR1,
+4. kills and reaps everything the job left behind,
 5. reports the wait status.
+
+Every page this process writes after a fork is copy-on-write shared with the
+job and faults, so the per-job path is kept to those few calls.
 
 Keeping this process small matters: fork cost and the page faults a job takes
 grow with it (see docs/sandbox.md).
@@ -21,7 +24,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import select
 import signal
 import socket
 import struct
@@ -37,14 +39,23 @@ class ForkServer:
     def __init__(self, ctrl: socket.socket, zcfg: dict):
         self.ctrl = ctrl
         self.zcfg = zcfg
-        self.jobdir = ""
         self.in_pid_ns = zcfg["in_pid_ns"]
+        self.current = 0          # pid of the running job, 0 between jobs
+        self.kill_requested = False
+        # The manager asks for a kill with SIGUSR1: it interrupts waitpid()
+        # below, costs nothing per job, and needs no poll set-up per job.
+        signal.signal(signal.SIGUSR1, self._on_kill_request)
+
+    def _on_kill_request(self, signum, frame) -> None:
+        self.kill_requested = True
+        if self.current:
+            self.kill_job(self.current)
 
     def configure(self, cfg: dict) -> None:
         """Late settings from the manager, known once the filesystem is laid out."""
-        self.jobdir = self.zcfg["jobdir"] = cfg["jobdir"]
+        self.zcfg["jobdir"] = cfg["jobdir"]
         # Set once here; a job inherits them without touching environ.
-        os.environ["HOME"] = os.environ["TMPDIR"] = self.jobdir
+        os.environ["HOME"] = os.environ["TMPDIR"] = cfg["jobdir"]
 
     def serve(self) -> None:
         while True:
@@ -57,46 +68,30 @@ class ForkServer:
             if msg[:1] == b"C":
                 self.configure(json.loads(msg[1:]))
                 continue
-            if msg[:1] != b"J" or len(fds) != 2 or not self.jobdir:
+            if msg[:1] != b"J" or len(fds) != 2 or "jobdir" not in self.zcfg:
                 for fd in fds:
                     os.close(fd)
-                continue        # a kill that arrived after its job ended
-            status = self.run_one(fds)
-            self.ctrl.send(b"D" + DONE.pack(status))
+                continue
+            # A kill request left over from the previous job was handled before
+            # this message could be read (signals interrupt recv).
+            self.kill_requested = False
+            self.ctrl.send(b"D" + DONE.pack(self.run_one(fds)))
 
     def run_one(self, fds: list[int]) -> int:
+        """Fork the job, wait for it (or its kill), sweep; the manager made its directory."""
         res_fd, out_fd = fds
-        os.mkdir(self.jobdir, 0o700)
-        if self.zcfg["drop_uid"]:
-            os.chown(self.jobdir, self.zcfg["uid"], self.zcfg["uid"])
         pid = os.fork()
         if pid == 0:
             harness.child_main(res_fd, out_fd, self.zcfg)   # never returns
+        self.current = pid
+        if self.kill_requested:        # arrived between the request and the fork
+            self.kill_job(pid)
         os.close(res_fd)
         os.close(out_fd)
-        status = self.wait(pid)
+        _, status = os.waitpid(pid, 0)     # retried after a kill request (PEP 475)
+        self.current = 0
         self.sweep(pid)
-        remove_tree(self.jobdir)
         return status
-
-    def wait(self, pid: int) -> int:
-        pidfd = os.pidfd_open(pid)
-        try:
-            poller = select.poll()
-            poller.register(pidfd, select.POLLIN)
-            poller.register(self.ctrl, select.POLLIN)
-            while True:
-                for fd, _ in poller.poll():
-                    if fd == pidfd:
-                        return os.waitpid(pid, 0)[1]
-                    msg = self.ctrl.recv(64)
-                    if not msg:          # manager died: take the job down with us
-                        self.kill_job(pid)
-                        os._exit(0)
-                    if msg[:1] == b"K":
-                        self.kill_job(pid)
-        finally:
-            os.close(pidfd)
 
     def kill_job(self, pid: int) -> None:
         if self.in_pid_ns:
@@ -181,34 +176,6 @@ class ForkServer:
                 if ppid == me:
                     kids.append(int(name))
         return kids
-
-
-def remove_tree(path: str) -> None:
-    """rm -rf that also gets through directories the job made unreadable."""
-    try:
-        os.rmdir(path)          # the common case: the job left nothing
-        return
-    except FileNotFoundError:
-        return
-    except OSError:
-        pass
-    try:
-        os.chmod(path, 0o700)
-        entries = list(os.scandir(path))
-    except OSError:
-        entries = []
-    for e in entries:
-        try:
-            if e.is_dir(follow_symlinks=False):
-                remove_tree(e.path)
-            else:
-                os.unlink(e.path)
-        except OSError:
-            pass
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
 
 
 def main() -> None:
