@@ -503,3 +503,22 @@ def test_long_prompts_are_cut_to_fit_absolute_positions(tmp_path):
     assert torch.isfinite(gen.sft_loss([long_prompt], ["answer"]))
     d = LLMDiscriminator(path, "cpu")
     assert d.score_batch([(long_prompt, [], 1, "output")]).shape == (1,)
+
+
+def test_lora_discriminator_trains_adapters_and_head(tmp_path):
+    from models.discriminator import LLMDiscriminator
+
+    d = LLMDiscriminator("tiny", "cpu", use_lora=True, lora_r=4, lora_alpha=8)
+    items = [("Add two numbers.", [], 1, "Use +."), ("Reverse a list.", [], 1, "Slice.")]
+    opt = torch.optim.AdamW(d.trainable_parameters(), lr=1e-2)
+    for _ in range(2):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(d.score_batch(items, grad=True), torch.tensor([1.0, 0.0]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    state = d.model_state_dict()
+    assert {"score_head.weight", "score_head.bias"} <= set(state)
+    assert all("lora_" in k for k in state if not k.startswith("score_head."))
+    torch.save({**d.checkpoint_info(), "model_state_dict": state}, tmp_path / "discriminator.pt")
+    restored = LLMDiscriminator.from_checkpoint(torch.load(tmp_path / "discriminator.pt", weights_only=True))
+    assert torch.equal(d.score_batch(items), restored.score_batch(items))
