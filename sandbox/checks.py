@@ -25,7 +25,7 @@ from __future__ import annotations
 import ast
 import cmath
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 FLOAT_REL_TOL = 1e-9
 FLOAT_ABS_TOL = 1e-12
@@ -50,7 +50,6 @@ class TestPlan:
     source: str = ""              # test code, for "assert"
     code: object = None           # its guarded code object, for "assert"
     reason: str = ""              # for "invalid"
-    meta: dict = field(default_factory=dict)
 
 
 def _literal(node: ast.AST):
@@ -67,10 +66,10 @@ def _call_parts(node: ast.AST, func_name: str | None = None):
         return None
     if func_name is not None and node.func.id != func_name:
         return None
+    if any(isinstance(a, ast.Starred) for a in node.args):
+        return None
     try:
-        args = tuple(_literal(a) for a in node.args if not isinstance(a, ast.Starred))
-        if any(isinstance(a, ast.Starred) for a in node.args):
-            return None
+        args = tuple(_literal(a) for a in node.args)
         kwargs = {}
         for kw in node.keywords:
             if kw.arg is None:  # **mapping

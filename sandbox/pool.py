@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 import weakref
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from .isolation import LEVEL_NAMESPACES, LEVELS
 from .protocol import HEADER, ProtocolError, pack, write_all
@@ -94,9 +94,11 @@ class _Worker:
         wcfg["project_root"] = _PROJECT_ROOT
         boot = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
                 "from sandbox.worker import main; main()")
+        # SANDBOX_DEBUG=1 lets the worker's tracebacks through to our stderr.
+        stderr = None if os.environ.get("SANDBOX_DEBUG") else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-B", "-c", boot, _PROJECT_ROOT, json.dumps(wcfg)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            [sys.executable, "-I", "-S", "-B", "-c", boot, _PROJECT_ROOT, json.dumps(wcfg)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
             close_fds=True, cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                                           "LANG": "C.UTF-8"})
 
@@ -130,10 +132,13 @@ class _Worker:
 
     @staticmethod
     def _read_exact(fd: int, n: int, deadline: float) -> bytes:
+        # poll, not select: a trainer may well hold more than 1024 open fds.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         buf = bytearray()
         while len(buf) < n:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not poller.poll(left * 1000):
                 raise _WorkerDied("worker did not answer in time")
             chunk = os.read(fd, n - len(buf))
             if not chunk:
@@ -195,10 +200,15 @@ class Sandbox:
                 return
             if self._closed:
                 raise RuntimeError("Sandbox is closed")
-            for w in self._workers:       # start all, then wait: they boot in parallel
-                w.start()
+            try:
+                for w in self._workers:   # start all, then wait: they boot in parallel
+                    w.start()
+                for w in self._workers:
+                    w.await_hello()
+            except (OSError, _WorkerDied, RuntimeError, ValueError) as e:
+                _shutdown(self._workers)
+                raise RuntimeError(f"sandbox workers could not start: {e}") from e
             for w in self._workers:
-                w.await_hello()
                 self._idle.put(w)
             self._started = True
         self._announce(self._workers[0])
@@ -248,6 +258,11 @@ class Sandbox:
         tests = list(tests) if tests is not None else []
         if not tests:
             return ExecutionResult(False, [], "error", "no tests given: nothing to verify")
+        if not isinstance(code, str):
+            return ExecutionResult(False, [False] * len(tests), "syntax_error",
+                                   f"code is a {type(code).__name__}, not a string")
+        # Non-string tests become null: the worker reports them as invalid.
+        tests = [t if isinstance(t, str) else None for t in tests]
         req = {"code": code, "tests": tests, "entry_point": entry_point, "timeout_s": timeout}
         w = self._idle.get()
         try:
@@ -312,6 +327,3 @@ class Sandbox:
     def _job_uids(self) -> list[int]:
         return [w.uid for w in self._workers]
 
-
-def config_fields() -> list[str]:
-    return [f.name for f in fields(SandboxConfig)]

@@ -81,7 +81,3 @@ class FrameReader:
             frames.append(bytes(self.buf[HEADER.size:HEADER.size + n]))
             del self.buf[:HEADER.size + n]
         return frames
-
-    @property
-    def partial(self) -> bool:
-        return bool(self.buf)

@@ -1,25 +1,26 @@
-"""A sandbox worker: a manager process and its fork-server.
+"""A sandbox worker: the manager process, which drives one fork-server.
 
-The trainer starts each worker as a fresh interpreter (``python -I -c ...``),
-never by forking itself, so no trainer memory or thread is inherited::
+The trainer starts each manager as a fresh interpreter (``python -I -S -c
+...``), never by forking itself, so no trainer memory or thread is inherited;
+the manager in turn starts the fork-server as another fresh interpreter::
 
-    trainer ──pipes──> manager (root, trusted) ──SCM_RIGHTS──> fork-server ──fork──> job
-                         │  classifies tests, holds          │ never sees job       │ unprivileged,
-                         │  expected values, compares,       │ content: its memory  │ one per job
-                         │  enforces the deadline            │ stays clean          │
-                         └───────────── job socket + output pipe ───────────────────┘
+    trainer ─pipes─> manager (root, trusted) ─SCM_RIGHTS─> fork-server ─fork─> job
+                       classifies tests, holds      never sees job       unprivileged,
+                       expected values, compares,   content: its memory  one process
+                       enforces deadline and caps   stays clean          per job
+                       └──────────── job socket + output pipe ─────────────┘
 
-Per job the manager creates a socket pair (job description in, result records
-out) and an output pipe (stdout/stderr, capped), and passes one end of each to
-the fork-server, which forks the job process, waits for it, kills whatever it
-left behind and removes its directory. The manager asks the fork-server to kill
-the job at the deadline or when output exceeds its cap.
+Per job the manager creates the job directory, a socket pair (job description
+in, result records out) and an output pipe (stdout/stderr, capped), and passes
+one end of each to the fork-server, which forks the job process, waits for it
+and kills whatever it left behind. At the deadline, or when output exceeds its
+cap, the manager sends the fork-server SIGUSR1 to kill the job.
 
 At the ``namespaces+uid`` level the fork-server is PID 1 of a PID namespace of
 its own, so ``kill(-1, SIGKILL)`` from it reaches every process a job started
 (including a ``setsid()`` daemon) and nothing else; network, mount, IPC and UTS
-namespaces are set up once per worker (a network namespace per job would cost
-milliseconds, see docs/sandbox.md).
+namespaces are set up once per worker, shared by its jobs (a network namespace
+per job would cost milliseconds, see docs/sandbox.md).
 """
 
 from __future__ import annotations
@@ -443,17 +444,15 @@ class Manager:
                             raise WorkerBroken("fork-server died")
                         if msg[:1] == b"D":
                             (status,) = _DONE.unpack(msg[1:5])
-            # The job and everything it started are dead: drain what they wrote.
+            # The job and everything it started are dead: drain what they wrote
+            # (the reads are non-blocking: nothing left means done).
             while res_fd in open_fds and killed != "result_limit":
-                if not read_results():
-                    break
-                try:
-                    if not select.select([res_fd], [], [], 0)[0]:
-                        break
-                except OSError:
+                before = reader.total
+                if not read_results() or reader.total == before:
                     break
             while out_r in open_fds and out_total <= max_out:
-                if not read_output() or not select.select([out_r], [], [], 0)[0]:
+                before = out_total
+                if not read_output() or out_total == before:
                     break
         finally:
             res_m.close()

@@ -370,6 +370,29 @@ def test_worker_death_is_error_then_recovers():
         assert box.run(INC, ["assert f(1) == 2"], "f").passed
 
 
+def test_fork_server_death_is_error_then_recovers():
+    with Sandbox(timeout_s=2.0, workers=1) as box:
+        assert box.run(INC, ["assert f(1) == 2"], "f").passed
+        manager = box._worker_pids()[0]
+        with open(f"/proc/{manager}/task/{manager}/children") as fh:
+            fork_server = int(fh.read().split()[0])
+        import threading
+        threading.Timer(0.3, os.kill, (fork_server, 9)).start()
+        r = box.run("import time\ndef f():\n    time.sleep(5)\n", ["assert f() is None"], "f")
+        assert (r.passed, r.status) == (False, "error")
+        assert box.run(INC, ["assert f(1) == 2"], "f").passed
+        assert wait_no_job_processes(box) == []
+
+
+def test_non_string_code_and_tests(sb):
+    r = sb.run(None, ["assert f(1) == 2"], "f")
+    assert (r.passed, r.status) == (False, "syntax_error")
+    r = sb.run(b"def f(x): return x", ["assert f(1) == 1"], "f")
+    assert (r.passed, r.status) == (False, "syntax_error")
+    r = sb.run("def f(x):\n    return x\x00\n", ["assert f(1) == 1"], "f")
+    assert (r.passed, r.status) == (False, "syntax_error")
+
+
 def test_without_with_lazy_start_and_close():
     box = Sandbox(timeout_s=2.0, workers=1)
     assert box._worker_pids() == []            # nothing started yet
