@@ -25,7 +25,7 @@ from __future__ import annotations
 import ast
 import cmath
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 FLOAT_REL_TOL = 1e-9
 FLOAT_ABS_TOL = 1e-12
@@ -40,7 +40,19 @@ class IoCall:
     kwargs: dict                  # literal keyword arguments
     expect: str                   # "eq" | "ne" | "truthy" | "falsy" | "is" | "isnot"
     value: object = None          # expected value for eq/ne/is/isnot
-    source: str = ""              # short text for failure reasons
+    test: str = field(default="", repr=False)   # the whole test text
+    span: tuple = ()              # (lineno, col, end_lineno, end_col) of the checked expression
+
+    @property
+    def source(self) -> str:
+        """Short text of the checked expression, for failure reasons.
+
+        Cut from the test on demand: ast.unparse for every call was half the
+        cost of classifying a HumanEval test.
+        """
+        node = ast.Module()       # any node carrying the span will do
+        node.lineno, node.col_offset, node.end_lineno, node.end_col_offset = self.span
+        return _short(ast.get_source_segment(self.test, node) or self.func + "(...)")
 
 
 @dataclass(frozen=True)
@@ -84,18 +96,18 @@ def _short(text: str, n: int = 80) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def _io_call_from_assert(stmt: ast.Assert, func_name: str | None = None,
+def _io_call_from_assert(stmt: ast.Assert, text: str, func_name: str | None = None,
                          rename: str | None = None) -> IoCall | None:
     """Map one ``assert`` to an IoCall, or None if it is not an I/O form."""
     test = stmt.test
-    src = _short(ast.unparse(test))
+    span = (test.lineno, test.col_offset, test.end_lineno, test.end_col_offset)
 
     def make(call_node, expect, value=None):
         parts = _call_parts(call_node, func_name)
         if parts is None:
             return None
         name, args, kwargs = parts
-        return IoCall(rename or name, args, kwargs, expect, value, src)
+        return IoCall(rename or name, args, kwargs, expect, value, text, span)
 
     if isinstance(test, ast.Call):
         return make(test, "truthy")
@@ -122,7 +134,7 @@ def _io_call_from_assert(stmt: ast.Assert, func_name: str | None = None,
     return None
 
 
-def _humaneval_calls(tree: ast.Module) -> tuple | None:
+def _humaneval_calls(tree: ast.Module, text: str) -> tuple | None:
     """Convert ``[literal assigns] def check(c): <io asserts>  check(name)`` to calls."""
     body = list(tree.body)
     if not body:
@@ -162,7 +174,7 @@ def _humaneval_calls(tree: ast.Module) -> tuple | None:
             continue  # HumanEval's `assert True, "..."` padding
         if not isinstance(stmt, ast.Assert):
             return None
-        call = _io_call_from_assert(stmt, func_name=param, rename=target)
+        call = _io_call_from_assert(stmt, text, func_name=param, rename=target)
         if call is None:
             return None
         calls.append(call)
@@ -180,10 +192,10 @@ def plan_test(test) -> TestPlan:
     except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
         return TestPlan("invalid", reason=f"test is not valid Python ({type(e).__name__})")
     if len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert):
-        call = _io_call_from_assert(tree.body[0])
+        call = _io_call_from_assert(tree.body[0], test)
         if call is not None:
             return TestPlan("io", calls=(call,))
-    calls = _humaneval_calls(tree)
+    calls = _humaneval_calls(tree, test)
     if calls is not None:
         return TestPlan("io", calls=calls)
     if not tree.body:

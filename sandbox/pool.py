@@ -68,8 +68,8 @@ class SandboxConfig:
             raise ValueError("workers must be at least 1")
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
-        if self.memory_mb < 64:
-            raise ValueError("memory_mb below 64 leaves no room for the interpreter itself")
+        if self.memory_mb < 32:
+            raise ValueError("memory_mb below 32 leaves no room for the interpreter itself")
 
 
 class _WorkerDied(Exception):
