@@ -14,9 +14,10 @@ candidate's code has run, nothing in this process can be trusted, so:
   arithmetic and truth tests routed through the ``sbx_*`` guards below, which
   accept only plain builtin values; they get pristine copies of
   builtins and of common stdlib modules (monkeypatching ``math.isclose`` does
-  not reach them), and trace/profile hooks are removed. This stops the known
-  reward hacks, but code that introspects this process can still find a
-  marker: prefer I/O-form tests where it matters.
+  not reach them), and ``sys.settrace``/``sys.setprofile`` are disabled (a
+  trace function can rewrite a guard's local variables). This stops the known
+  reward hacks, but code that introspects this process (gc, closures, ctypes)
+  can still find a marker: prefer I/O-form tests where it matters.
 
 Records sent to the manager (framed, see protocol.py): ``TAG\\tindex\\ttext`` with
 TAG one of S (syntax error), X (candidate code failed before the tests),
@@ -53,8 +54,12 @@ _set, _frozenset, _range, _NoneType = set, frozenset, range, type(None)
 _int_repr, _float_repr = int.__repr__, float.__repr__
 _str_repr, _bytes_repr = str.__repr__, bytes.__repr__
 _exec, _compile, _isinstance = exec, compile, isinstance
-_BaseException = BaseException
-_MemoryError = MemoryError
+_enumerate, _all, _vars, _type_type = enumerate, all, vars, type
+_BaseException, _SystemExit = BaseException, SystemExit
+_MemoryError, _RecursionError, _ValueError = MemoryError, RecursionError, ValueError
+_ModuleType = types.ModuleType
+_sys_modules = sys.modules
+_gettrace, _getprofile = sys.gettrace, sys.getprofile
 _real_import = builtins.__import__
 
 # Modules the fork-server imports up front, so that jobs find them warm, and
@@ -86,6 +91,10 @@ def prepare_fork_server(reduced: bool = False) -> None:
         except ImportError:
             pass
     _warm_up()
+    # A trace or profile function can rewrite the local variables of any
+    # frame, the guards' included, and so forge an assert-mode pass: jobs get
+    # neither (no reference to the originals is kept in this process).
+    sys.settrace = sys.setprofile = _tracing_disabled
     _PRISTINE_BUILTINS.update(vars(builtins))
     for name in CLONED_MODULES:
         mod = sys.modules.get(name)
@@ -110,6 +119,10 @@ def _f(a: List[int], *args, k=None, **kw) -> Optional[int]:
         pass
 _r = _f([1, 2, 3], k=2)
 """
+
+
+def _tracing_disabled(*args, **kwargs):
+    raise RuntimeError("tracing and profiling are disabled in the sandbox")
 
 
 def _warm_up() -> None:
@@ -154,7 +167,7 @@ def _ser(v, depth, parts, budget):
     elif t is _int:
         try:
             _emit(parts, budget, _int_repr(v))
-        except ValueError:  # beyond sys.get_int_max_str_digits()
+        except _ValueError:  # beyond sys.get_int_max_str_digits()
             raise Unsupported("returned integer is too large") from None
     elif t is _float:
         _emit(parts, budget, _float_repr(v))
@@ -230,18 +243,22 @@ def _plain(v, depth=0) -> bool:
     if depth > MAX_DEPTH:
         return False
     t = _type(v)
-    if t is type:           # a class: compared by identity, cannot lie
+    if t is _type_type:     # a class: compared by identity, cannot lie
         return True
     if _id(t) not in _PLAIN_IDS:
         return False
     if t is _list or t is _tuple or t is _set or t is _frozenset:
-        return all(_plain(x, depth + 1) for x in v)
+        return _all(_plain(x, depth + 1) for x in v)
     if t is _dict:
-        return all(_plain(k, depth + 1) and _plain(x, depth + 1) for k, x in v.items())
+        return _all(_plain(k, depth + 1) and _plain(x, depth + 1) for k, x in v.items())
     return True
 
 
 def _require_plain(*values):
+    # A trace or profile function can rewrite the local variables of any frame
+    # it sees, this guard's included: refuse to judge while one is active.
+    if _gettrace() is not None or _getprofile() is not None:
+        raise UntrustedValue("a trace or profile function is active during the test")
     for v in values:
         if not _plain(v):
             raise UntrustedValue(f"check on a {_type_name(v)} object (only plain builtin "
@@ -260,10 +277,9 @@ _UN = {"-": operator.neg, "+": operator.pos, "~": operator.invert}
 
 
 def sbx_cmp(op, a, b):
-    if op == "is":
-        return a is b
-    if op == "is not":
-        return a is not b
+    if op == "is" or op == "is not":
+        _require_plain()
+        return (a is b) if op == "is" else (a is not b)
     _require_plain(a, b)
     return _bool(_CMP[op](a, b))
 
@@ -295,27 +311,27 @@ def sbx_truth(v):
 def _clone_module(name, cache):
     mod = cache.get(name)
     if mod is None:
-        mod = types.ModuleType(name)
-        vars(mod).update(_PRISTINE[name])
+        mod = _ModuleType(name)
+        _vars(mod).update(_PRISTINE[name])
         cache[name] = mod
     return mod
 
 
 def _test_globals(candidate_globals: dict, clones: dict) -> dict:
     """Globals for one assert test: the candidate's names, pristine modules/builtins."""
-    pristine_ids = {_id(sys.modules.get(n)): n for n in _PRISTINE}
+    pristine_ids = {_id(_sys_modules.get(n)): n for n in _PRISTINE}
 
     def pristine_import(name, globals=None, locals=None, fromlist=(), level=0):
         if level == 0 and name in _PRISTINE:
             return _clone_module(name, clones)
         return _real_import(name, globals, locals, fromlist, level)
 
-    b = dict(_PRISTINE_BUILTINS)
+    b = _dict(_PRISTINE_BUILTINS)
     b["__import__"] = pristine_import
-    tg = dict(candidate_globals)
+    tg = _dict(candidate_globals)
     for k, v in tg.items():
         n = pristine_ids.get(_id(v))
-        if n is not None and _type(v) is types.ModuleType:
+        if n is not None and _type(v) is _ModuleType:
             tg[k] = _clone_module(n, clones)
     tg.update(__builtins__=b, __sbx_cmp__=sbx_cmp, __sbx_chain__=sbx_chain,
               __sbx_bin__=sbx_bin, __sbx_un__=sbx_un, __sbx_truth__=sbx_truth)
@@ -333,7 +349,7 @@ def describe(exc) -> str:
         msg = msg if _type(msg) is _str else ""
     except _BaseException:
         msg = ""
-    if _isinstance(exc, SystemExit):
+    if _isinstance(exc, _SystemExit):
         return f"SystemExit({msg}): exit() called"
     return f"{name}: {msg[:200]}" if msg else name
 
@@ -376,8 +392,10 @@ def run_job(code_src: str, entry: str | None, units: list, report_pass, report_e
         _send("X", -1, f"entry point {entry!r} is not defined")
         return
 
+    # From here on the candidate's code has run: only names captured at import
+    # (the _-prefixed aliases) are used, never a builtin looked up now.
     clones: dict = {}
-    for i, u in enumerate(units):
+    for i, u in _enumerate(units):
         if u[0] == "i":
             _, name, args, kwargs = u
             fn = g.get(name, _PRISTINE_BUILTINS.get(name))
@@ -394,15 +412,13 @@ def run_job(code_src: str, entry: str | None, units: list, report_pass, report_e
             except Unsupported as e:
                 _send("E", i, e.args[0])
                 continue
-            except (RecursionError, MemoryError) as e:
+            except (_RecursionError, _MemoryError) as e:
                 _send("E", i, "could not serialize the result: " + describe(e))
                 continue
             del value
             _send("R", i, text)
         else:
             test_code = u[1]     # compiled with guards by the manager (checks.py)
-            sys.settrace(None)
-            sys.setprofile(None)
             try:
                 _exec(test_code, _test_globals(g, clones))
             except _BaseException as e:

@@ -16,19 +16,23 @@ import struct
 
 HEADER = struct.Struct(">I")
 
+# Captured at import: the job process calls pack/write_all after untrusted code
+# has run, which may have replaced builtins or os functions by then.
+_len, _memoryview, _os_write = len, memoryview, os.write
+
 
 class ProtocolError(Exception):
     """A peer sent something that is not a well-formed frame."""
 
 
 def pack(payload: bytes) -> bytes:
-    return HEADER.pack(len(payload)) + payload
+    return HEADER.pack(_len(payload)) + payload
 
 
 def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+    view = _memoryview(data)
     while view:
-        n = os.write(fd, view)
+        n = _os_write(fd, view)
         view = view[n:]
 
 

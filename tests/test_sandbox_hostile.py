@@ -405,6 +405,49 @@ def test_monkeypatch_checkers_and_builtins(sb):
     assert r.test_results == [False] * 4
 
 
+def test_monkeypatch_what_the_harness_uses(sb):
+    # Builtins and module attributes the job-side harness calls after the
+    # candidate's code has run: it must use its own references.
+    code = textwrap.dedent("""
+        import builtins, os, types
+        real_enumerate, real_write = builtins.enumerate, os.write
+        def shifted(it, start=0):        # report unit i's outcome under another index
+            items = list(it)
+            return ((len(items) - 1 - i, x) for i, x in real_enumerate(items))
+        builtins.enumerate = shifted
+        builtins.all = lambda it: True
+        builtins.dict = lambda *a, **k: {"abs": lambda x: 0}
+        types.ModuleType = lambda name: types
+        os.write = lambda fd, data: real_write(fd, data.replace(b"F\\t", b"P\\t"))
+        class Anything:
+            def __eq__(self, other): return True
+        def f():
+            return [Anything()]
+    """)
+    tests = ["assert True", "y = f()\nassert y == [1]", "import math\nassert math.fabs(-2) == 2"]
+    r = sb.run(code, tests, "f")
+    contained(sb, r, "failed")
+    assert r.test_results == [True, False, True]
+
+
+def test_trace_function_rewriting_guard_locals(sb):
+    code = textwrap.dedent("""
+        import sys
+        def tracer(frame, event, arg):
+            if event == "call" and "op" in frame.f_code.co_varnames:
+                frame.f_locals["op"] = "is"
+                frame.f_locals["b"] = frame.f_locals.get("a")
+                sys.settrace(None)       # leave no trace behind
+                return None
+            return tracer
+        def f(x):
+            sys.settrace(tracer)
+            return 0
+    """)
+    r = sb.run(code, ["y = f(1)\nassert y == 5"], "f")
+    contained(sb, r, "failed")
+
+
 def test_background_thread_repatching(sb):
     code = textwrap.dedent("""
         import math, threading, time
