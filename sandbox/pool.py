@@ -162,7 +162,11 @@ class _Worker:
             proc.wait()
 
 
-def _shutdown(workers: list) -> None:
+def _shutdown(workers: list, owner_pid: int) -> None:
+    # A forked child (a DataLoader worker, say) inherits this object but not
+    # the workers: leave them to the process that started them.
+    if os.getpid() != owner_pid:
+        return
     for w in workers:
         w.kill()
 
@@ -184,15 +188,23 @@ class Sandbox:
                  **options):
         self.config = SandboxConfig(timeout_s=timeout_s, memory_mb=memory_mb,
                                     workers=workers, **options)
+        self._closed = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._owner_pid = os.getpid()
         self._workers = [_Worker(self.config) for _ in range(self.config.workers)]
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._started = False
-        self._closed = False
-        self._finalizer = weakref.finalize(self, _shutdown, self._workers)
+        self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._owner_pid)
 
     # ---- lifecycle ------------------------------------------------------
     def _ensure_started(self) -> None:
+        if self._owner_pid != os.getpid():
+            # Used in a forked child: its own workers, started on demand.
+            self._finalizer.detach()
+            self._reset()
         if self._started:
             return
         with self._lock:
@@ -206,7 +218,7 @@ class Sandbox:
                 for w in self._workers:
                     w.await_hello()
             except (OSError, _WorkerDied, RuntimeError, ValueError) as e:
-                _shutdown(self._workers)
+                _shutdown(self._workers, self._owner_pid)
                 raise RuntimeError(f"sandbox workers could not start: {e}") from e
             for w in self._workers:
                 self._idle.put(w)
@@ -300,6 +312,8 @@ class Sandbox:
         return results
 
     def _run_on(self, w: _Worker, req: dict, timeout: float, n_tests: int) -> ExecutionResult:
+        if self._closed:
+            return ExecutionResult(False, [False] * n_tests, "error", "sandbox was closed")
         try:
             if not w.alive:
                 self._restart(w)
@@ -307,8 +321,10 @@ class Sandbox:
             # killing and sweeping a job on a loaded machine.
             resp = w.request(req, timeout + 30.0)
         except (_WorkerDied, OSError, ProtocolError, ValueError, RuntimeError) as e:
-            log.warning("sandbox worker failed (%s); restarting it", e)
             w.kill()
+            if self._closed:
+                return ExecutionResult(False, [False] * n_tests, "error", "sandbox was closed")
+            log.warning("sandbox worker failed (%s); restarting it", e)
             return ExecutionResult(False, [False] * n_tests, "error",
                                    f"sandbox worker died ({e}); it was restarted")
         return ExecutionResult(passed=resp["status"] == "ok", test_results=resp["test_results"],

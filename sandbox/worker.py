@@ -43,7 +43,7 @@ from . import checks, harness, isolation
 from .zygote import DONE as _DONE
 from .protocol import FrameReader, ProtocolError, pack, read_frame, write_all
 
-MAX_RESULT_BYTES = 8 << 20     # result records per job
+MAX_RESULT_BYTES = 4 << 20     # result records per job (the manager parses them)
 OUTPUT_HEAD_BYTES = 2048       # stdout/stderr kept for ExecutionResult.output
 ZYGOTE_GRACE_S = 10.0          # fork-server must report a killed job within this
 _PLAN_CACHE_MAX = 20_000

@@ -446,6 +446,24 @@ def test_two_processes_at_once(sb):
     assert all(r.passed for r in rs) and out.strip() == "200"
 
 
+def test_forked_child_gets_its_own_workers(sb):
+    assert sb.run(INC, ["assert f(1) == 2"], "f").passed
+    parent_workers = sb._worker_pids()
+    pid = os.fork()
+    if pid == 0:                       # e.g. a DataLoader worker
+        code = 1
+        try:
+            ok = sb.run(INC, ["assert f(1) == 2"], "f").passed
+            code = 0 if ok and set(sb._worker_pids()).isdisjoint(parent_workers) else 1
+            sb.close()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sb._worker_pids() == parent_workers
+    assert sb.run(INC, ["assert f(2) == 3"], "f").passed
+
+
 def test_safe_in_a_process_with_torch_loaded():
     torch = pytest.importorskip("torch")
     torch.set_num_threads(2)
