@@ -41,6 +41,13 @@ def job_processes(uids) -> list[int]:
 
 
 def wait_no_job_processes(sb, timeout=2.0) -> list[int]:
+    """Job processes still alive after ``timeout`` (none expected).
+
+    At the rlimits level jobs run under our own uid, so they cannot be told
+    apart from this process: nothing to check there.
+    """
+    if sb.isolation == "rlimits":
+        return []
     deadline = time.monotonic() + timeout
     while True:
         left = job_processes(set(sb._job_uids()))
@@ -405,6 +412,8 @@ def test_without_with_lazy_start_and_close():
 
 @pytest.mark.parametrize("level", ["rlimits", "uid"])
 def test_reduced_isolation_levels(level):
+    if level == "uid" and os.geteuid() != 0:
+        pytest.skip("the uid level needs root")
     import sandbox.pool as pool
     pool._warned_levels.discard(level)
     with warnings.catch_warnings(record=True) as caught:

@@ -26,6 +26,9 @@ def sb():
     os.environ["SANDBOX_HOSTILE_SECRET"] = SECRET
     try:
         with Sandbox(timeout_s=1.0, memory_mb=256, workers=2) as box:
+            if box.isolation == "rlimits":
+                # Jobs would run as this user: kill(-1) alone would end the run.
+                pytest.skip("hostile programs need at least the uid level to be contained")
             box.run(INC, ["assert f(1) == 2"], "f")     # start the workers now
             yield box
     finally:
