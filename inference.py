@@ -58,7 +58,8 @@ def run(args) -> int:
     from training.chains import generate_chains
     from training.errors import UserError
     from training.evaluate import write_atomically
-    from training.loading import load_players, quiet_model_loading
+    from training.build import quiet_model_loading
+    from training.loading import load_players
     from training.ranking import codet_rank, infer_entry_point, pass_matrix
 
     # ---------------------------------------------------------------- arguments

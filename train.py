@@ -51,9 +51,10 @@ def main(argv=None) -> int:
 
 def run(args, overrides) -> int:
     from training.adversarial_trainer import AdversarialTrainer
-    from training.build import build_players, build_sandbox, check_writable, seed_everything
+    from training.build import build_players, build_sandbox, check_writable, resolve_device, seed_everything, set_threads
     from training.checkpoint import GENERATOR_FILE, load_torch, require_checkpoint_dir
     from training.config import TrainingConfig
+    from training.distributed import Distributed
     from training.problems import load_problems
 
     # ---------------------------------------------------------------- config
@@ -69,7 +70,11 @@ def run(args, overrides) -> int:
     else:
         config = TrainingConfig.from_yaml(args.config or DEFAULT_CONFIG)
     config = config.with_overrides(overrides)
-    check_writable(config.checkpoint_dir)
+    distributed = Distributed()  # one process per rank under `accelerate launch`
+    config = config.with_overrides([f"--device={distributed.device(resolve_device(config.device))}"])
+    if distributed.is_main:
+        check_writable(config.checkpoint_dir)
+    set_threads(config.cpu_threads)
     seed_everything(config.seed)
 
     # ---------------------------------------------------------------- data
@@ -79,14 +84,17 @@ def run(args, overrides) -> int:
     # ---------------------------------------------------------------- players
     generator, discriminator = build_players(config)
     with build_sandbox(config) as sandbox:
-        trainer = AdversarialTrainer(generator, discriminator, sandbox, config)
+        trainer = AdversarialTrainer(generator, discriminator, sandbox, config, distributed)
         if args.resume:
             trainer.load_checkpoint(args.resume, load_optimizer=True)
-            print(f"resumed from {args.resume}: continuing after stage {trainer.completed_stage}", file=sys.stderr)
+            if distributed.is_main:
+                print(f"resumed from {args.resume}: continuing after stage {trainer.completed_stage}", file=sys.stderr)
 
         # ------------------------------------------------------------ train
         trainer.train(problems, eval_problems=eval_problems)
-    print(f"done: checkpoints in {config.checkpoint_dir}/ (best/, final/, stage_N/)", file=sys.stderr)
+    distributed.barrier()
+    if distributed.is_main:
+        print(f"done: checkpoints in {config.checkpoint_dir}/ (best/, final/, stage_N/)", file=sys.stderr)
     return 0
 
 

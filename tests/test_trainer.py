@@ -20,6 +20,7 @@ SHRUNK = [
     "--warmup.discriminator_steps=1",
     "--warmup.batch_size=4",
     "--iterations_per_stage=1",
+    "--cpu_threads=1",
     "--problems_per_batch=2",
     "--group_size=3",
     "--max_new_tokens=[6, 6, 6, 6, 24]",

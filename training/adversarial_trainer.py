@@ -31,6 +31,7 @@ from reasoning.stages import build_prompt, build_test_prompt, extract_tests, get
 from training import checkpoint as ckpt
 from training.chains import generate_chains
 from training.config import TrainingConfig
+from training.distributed import Distributed
 from training.errors import UserError
 from training.metrics import MetricsLog
 from training.rewards import REWARDS, RewardBatch, combine, cure_test_rewards, runnable
@@ -69,7 +70,8 @@ class TestBatch:
 
 
 class AdversarialTrainer:
-    def __init__(self, generator, discriminator, sandbox, config: TrainingConfig):
+    def __init__(self, generator, discriminator, sandbox, config: TrainingConfig, distributed: Distributed | None = None):
+        self.dist = distributed or Distributed()
         self.generator = generator
         self.discriminator = discriminator
         self.sandbox = sandbox
@@ -93,8 +95,20 @@ class AdversarialTrainer:
         self.best_reward = -math.inf
         self.warmed_up = False
         self.start_time = time.time()
-        self.log = MetricsLog(config.checkpoint_dir, enabled=True, progress=config.progress)
+        self.log = MetricsLog(config.checkpoint_dir, enabled=self.dist.is_main, progress=config.progress)
         self._prefix_cache: dict = {}
+        if self.dist.enabled:
+            # same weights everywhere (the scoring head is initialised from each rank's RNG),
+            # then different samples on each rank
+            self.dist.broadcast_parameters(generator.model)
+            for module in self._discriminator_modules():
+                self.dist.broadcast_parameters(module)
+            torch.manual_seed(config.seed + 1000 * self.dist.rank)
+            if config.problems_per_batch < self.dist.world_size:
+                raise UserError(
+                    f"problems_per_batch={config.problems_per_batch} is smaller than the {self.dist.world_size} processes; "
+                    "give every process at least one problem"
+                )
 
     # ================================================================== public API
     def train(self, problems: list, eval_problems: list | None = None) -> dict:
@@ -126,10 +140,12 @@ class AdversarialTrainer:
         stage_start = time.time()
         order = self._problem_order(problems)
         history = []
-        bar = self.log.progress_bar(config.iterations_per_stage, f"stage {stage_id}")
-        for iteration in range(config.iterations_per_stage):
+        iterations = config.iterations(stage_id)
+        bar = self.log.progress_bar(iterations, f"stage {stage_id}")
+        for iteration in range(iterations):
             t0 = time.time()
-            batch_problems = [order[(iteration * config.problems_per_batch + i) % len(order)] for i in range(config.problems_per_batch)]
+            global_batch = [order[(iteration * config.problems_per_batch + i) % len(order)] for i in range(config.problems_per_batch)]
+            batch_problems = self.dist.shard(global_batch)
             row = {"stage": stage_id, "iteration": iteration}
             for _ in range(config.generator_steps):
                 timings = {}
@@ -143,8 +159,9 @@ class AdversarialTrainer:
                 for _ in range(config.discriminator_steps):
                     row.update(self._timed(timings, "update_discriminator", self.update_discriminator, batch))
             row.update({f"time_{k}": v for k, v in timings.items()}, time_iteration=time.time() - t0, global_step=self.global_step)
+            row = _mean_rows(self.dist.gather(row))
             history.append(row)
-            if iteration % config.log_every == 0 or iteration == config.iterations_per_stage - 1:
+            if iteration % config.log_every == 0 or iteration == iterations - 1:
                 self.log.write(row)
             bar.update(1)
             bar.set_postfix(reward=f"{row['reward']:.3f}", pass_rate=f"{row.get('pass_rate', float('nan')):.2f}")
@@ -162,7 +179,8 @@ class AdversarialTrainer:
         self.save_checkpoint(stage_dir, stage_id, metrics)
         if metrics["generator"]["avg_reward"] > self.best_reward:
             self.best_reward = metrics["generator"]["avg_reward"]
-            ckpt.link_or_copy_dir(stage_dir, os.path.join(config.checkpoint_dir, "best"))
+            if self.dist.is_main:
+                ckpt.link_or_copy_dir(stage_dir, os.path.join(config.checkpoint_dir, "best"))
         if config.plot:
             self.log.plot(os.path.join(config.checkpoint_dir, f"stage_{stage_id}.png"))
         self.reference_model = None
@@ -200,7 +218,7 @@ class AdversarialTrainer:
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1)))
         )
-        rng = random.Random(self.config.seed + 1)
+        rng = random.Random(self.config.seed + 1 + 1000 * self.dist.rank)  # each rank its own examples
         bs = self.config.warmup.batch_size
         player.model.train()
         recent = []
@@ -210,6 +228,7 @@ class AdversarialTrainer:
             loss = player.sft_loss([p for p, _ in chunk], [c for _, c in chunk])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            self.dist.average_gradients(params)
             torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
             optimizer.step()
             schedule.step()
@@ -383,8 +402,12 @@ class AdversarialTrainer:
         """Clipped policy gradient over completion tokens, KL to the frozen reference."""
         stats = {"kl": 0.0, "policy_loss": 0.0, "grad_norm": 0.0}
         keep = valid.nonzero().flatten().tolist()
-        if not keep:  # every group had zero spread: nothing to learn from
+        total_keep = self.dist.sum(len(keep))  # over all ranks
+        if total_keep == 0:  # every group had zero spread: nothing to learn from
             return stats
+        # each rank's loss is its share of the global mean; averaging the gradients
+        # over ranks divides by world_size again, so scale it back up
+        norm = total_keep / self.dist.world_size
         ro = batch.rollout
         beta = self.config.kl_beta
         model = self.generator.model
@@ -414,13 +437,14 @@ class AdversarialTrainer:
                     per_token_loss = per_token_loss + beta * per_token_kl
                     kl_sum += _masked_mean_per_seq(per_token_kl.detach(), completion_mask).sum().item()
                 seq_loss = _masked_mean_per_seq(per_token_loss, completion_mask)  # (n,)
-                loss = seq_loss.sum() / len(keep)
+                loss = seq_loss.sum() / norm
                 loss.backward()
                 loss_sum += loss.item()
+            self.dist.average_gradients(params)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
             self.generator_optimizer.step()
         epochs = self.config.policy_epochs
-        stats.update(kl=kl_sum / len(keep) / epochs, policy_loss=loss_sum / epochs, grad_norm=float(grad_norm))
+        stats.update(kl=kl_sum / max(len(keep), 1) / epochs, policy_loss=loss_sum / epochs, grad_norm=float(grad_norm))
         return stats
 
     def _logps(self, player, ro, keep: list, model, temperature: float) -> list:
@@ -460,18 +484,20 @@ class AdversarialTrainer:
             items.append((problem.prompt, batch.prefixes[b], k, problem.gold_stages[k - 1]))
             items.append((problem.prompt, batch.prefixes[b], k, fake))
             labels += [1.0, 0.0]
-        if not items:
+        if self.dist.sum(len(items)) == 0:
             return {}
-        self.discriminator.model.train()
-        logits = self.discriminator.score_batch(items, grad=True).float()  # (2M,)
-        target = torch.tensor(labels, device=logits.device)
-        loss = F.binary_cross_entropy_with_logits(logits, target)
         self.discriminator_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self._discriminator_parameters(), self.config.max_grad_norm)
-        self.discriminator_optimizer.step()
-        accuracy = ((logits.detach() > 0).float() == target).float().mean().item()
-        return {"disc_loss": loss.item(), "disc_accuracy": accuracy}
+        stats = {}
+        if items:
+            self.discriminator.model.train()
+            logits = self.discriminator.score_batch(items, grad=True).float()  # (2M,)
+            target = torch.tensor(labels, device=logits.device)
+            loss = F.binary_cross_entropy_with_logits(logits, target)
+            loss.backward()
+            accuracy = ((logits.detach() > 0).float() == target).float().mean().item()
+            stats = {"disc_loss": loss.item(), "disc_accuracy": accuracy}
+        self._discriminator_step()
+        return stats
 
     def _update_test_writer(self, batch: StageBatch) -> dict:
         """Policy gradient on test samples with the CURE reward (mean over a sample's tests)."""
@@ -491,8 +517,10 @@ class AdversarialTrainer:
         advantages, valid, _ = self.compute_advantages(sample_rewards, T)
         keep = valid.nonzero().flatten().tolist()
         stats = {"test_writer_reward": sum(sample_rewards) / len(sample_rewards)}
-        if not keep:
+        total_keep = self.dist.sum(len(keep))
+        if total_keep == 0:
             return stats
+        norm = total_keep / self.dist.world_size
         ro = tb.rollout
         self.discriminator.model.train()
         self.discriminator_optimizer.zero_grad(set_to_none=True)
@@ -505,18 +533,23 @@ class AdversarialTrainer:
             mask = ro.completion_mask[idx].to(self.device).float()
             adv = advantages[idx].to(self.device).unsqueeze(1)  # (n, 1)
             # one gradient step on fresh samples: ratio == 1, so the clipped loss is plain REINFORCE
-            loss = (_masked_mean_per_seq(-per_token_logps * adv, mask)).sum() / len(keep)
+            loss = (_masked_mean_per_seq(-per_token_logps * adv, mask)).sum() / norm
             loss.backward()
-        torch.nn.utils.clip_grad_norm_(self._discriminator_parameters(), self.config.max_grad_norm)
-        self.discriminator_optimizer.step()
+        self._discriminator_step()
         return stats
 
-    def _discriminator_parameters(self) -> list:
-        params = list(self.discriminator.model.parameters())
+    def _discriminator_step(self) -> None:
+        params = [p for p in self._discriminator_parameters() if p.requires_grad]
+        self.dist.average_gradients(params)
+        torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+        self.discriminator_optimizer.step()
+
+    def _discriminator_modules(self) -> list:
         head = getattr(self.discriminator, "score_head", None)
-        if head is not None:
-            params += list(head.parameters())
-        return params
+        return [self.discriminator.model] + ([head] if head is not None else [])
+
+    def _discriminator_parameters(self) -> list:
+        return [p for module in self._discriminator_modules() for p in module.parameters()]
 
     # ==================================================================== evaluation
     def evaluate(self, problems: list) -> dict:
@@ -530,22 +563,30 @@ class AdversarialTrainer:
 
         if self.config.eval_size and len(problems) > self.config.eval_size:
             problems = problems[: self.config.eval_size]
-        chains = self.generate_chains(problems, upto=5)
-        report = evaluate_samples(problems, [[c[-1]] for c in chains], self.sandbox, ks=(1,))
-        rows = report.pop("problems")
-        out = {"pass_at_1": report["pass@1"], "test_pass_rate": report["test_pass_rate"], "num_problems": len(rows)}
+        mine = self.dist.shard(problems)
+        chains = self.generate_chains(mine, upto=5)
+        report = evaluate_samples(mine, [[c[-1]] for c in chains], self.sandbox, ks=(1,))
         groups = {family: group for group, families in GROUPS.items() for family in families}
+        local = [(groups.get(p.family), row["c"] > 0, row["test_pass_rate"]) for p, row in zip(mine, report["problems"])]
+        rows = [r for part in self.dist.gather(local) for r in part]
+        out = {
+            "pass_at_1": sum(ok for _, ok, _ in rows) / len(rows),
+            "test_pass_rate": sum(rate for _, _, rate in rows) / len(rows),
+            "num_problems": len(rows),
+        }
         by_group: dict = {}
-        for p, row in zip(problems, rows):
-            if p.family in groups:
-                by_group.setdefault(groups[p.family], []).append(row["c"] > 0)
+        for group, ok, _ in rows:
+            if group is not None:
+                by_group.setdefault(group, []).append(ok)
         for group, passed in sorted(by_group.items()):
             out[f"pass_at_1_{group}"] = sum(passed) / len(passed)
         return out
 
     # ================================================================== checkpoints
     def save_checkpoint(self, path: str, stage_id: int, metrics: dict) -> None:
-        """Write generator.pt, discriminator.pt and metrics.json into `path`, atomically."""
+        """Write generator.pt, discriminator.pt and metrics.json into `path`, atomically (main process only)."""
+        if not self.dist.is_main:
+            return
         config = self.config
         metrics = dict(metrics)
         metrics.setdefault("stage_id", stage_id)
@@ -579,6 +620,8 @@ class AdversarialTrainer:
 
     def save_final(self, metrics: dict) -> None:
         """final/: the last stage's weights (hard-linked), its metrics, and the full config."""
+        if not self.dist.is_main:
+            return
         config = self.config
         final = os.path.join(config.checkpoint_dir, "final")
         source = os.path.join(config.checkpoint_dir, f"stage_{self.completed_stage}")
@@ -739,3 +782,15 @@ def _set_rng_state(rng: random.Random, saved: dict) -> None:
     if "python" in saved:
         version, state, gauss = saved["python"]
         rng.setstate((version, tuple(state), gauss))
+
+
+def _mean_rows(rows: list) -> dict:
+    """One metrics row from every rank's: numbers averaged, the rest from rank 0."""
+    if len(rows) == 1:
+        return rows[0]
+    out = dict(rows[0])
+    for key, value in rows[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("stage", "iteration", "global_step"):
+            values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+            out[key] = sum(values) / len(values)
+    return out

@@ -29,10 +29,22 @@ def resolve_dtype(name: str):
     return None if name == "auto" else getattr(torch, name)
 
 
+def set_threads(cpu_threads: int) -> None:
+    if cpu_threads > 0:
+        torch.set_num_threads(cpu_threads)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def quiet_model_loading() -> None:
+    """Turn off transformers' per-file progress bars: the CLIs print their own."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def build_players(config: TrainingConfig):
@@ -40,6 +52,7 @@ def build_players(config: TrainingConfig):
     from models.discriminator import LLMDiscriminator
     from models.generator import LLMGenerator
 
+    quiet_model_loading()
     device = resolve_device(config.device)
     common = dict(
         device=device,

@@ -72,6 +72,7 @@ class TrainingConfig:
     # --- run ---
     device: str = _f("auto", "cpu, cuda, or auto (cuda when available).")
     seed: int = _f(0, "Seed for model init, sampling and data order.")
+    cpu_threads: int = _f(1, "torch CPU threads (0 = torch's default); 1 is fastest where sandbox workers share few cores.")
     dtype: str = _f("auto", "auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16.")
     generator_model: str = _f("tiny", "Hub id or local directory of the generator; 'tiny' builds the embedded model.")
     discriminator_model: str = _f("tiny", "Hub id or local directory of the discriminator; 'tiny' = embedded model.")
@@ -81,6 +82,7 @@ class TrainingConfig:
     # --- curriculum over stages ---
     stages: list = _f([1, 2, 3, 4, 5], "Stages to train, in order (1..5).")
     iterations_per_stage: int = _f(12, "RL iterations per stage.")
+    iterations_by_stage: list = _f([], "Optional RL iterations for stages 1..5 (5 numbers); overrides iterations_per_stage.")
     problems_per_batch: int = _f(8, "Problems per RL iteration.")
     group_size: int = _f(8, "Samples per problem (G) for group-relative advantages.")
     max_new_tokens: list = _f([80, 96, 96, 80, 128], "Token budget per stage output, stages 1..5.")
@@ -127,6 +129,10 @@ class TrainingConfig:
             raise UserError(f"stages must be a non-empty list of stage numbers 1..5, got {self.stages!r}")
         if len(self.max_new_tokens) != 5 or any(not isinstance(t, int) or t < 1 for t in self.max_new_tokens):
             raise UserError(f"max_new_tokens must list 5 positive integers (stages 1..5), got {self.max_new_tokens!r}")
+        if self.iterations_by_stage and (
+            len(self.iterations_by_stage) != 5 or any(not isinstance(n, int) or n < 0 for n in self.iterations_by_stage)
+        ):
+            raise UserError(f"iterations_by_stage must be empty or list 5 non-negative integers, got {self.iterations_by_stage!r}")
         for name in ("iterations_per_stage", "problems_per_batch", "policy_epochs", "generator_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -136,6 +142,10 @@ class TrainingConfig:
             raise UserError(f"temperature must be positive for rollouts, got {self.temperature}")
         if self.sandbox.workers < 1 or self.sandbox.timeout_s <= 0 or self.sandbox.memory_mb < 32:
             raise UserError("sandbox needs workers >= 1, timeout_s > 0 and memory_mb >= 32")
+
+    def iterations(self, stage_id: int) -> int:
+        """RL iterations of stage `stage_id`."""
+        return self.iterations_by_stage[stage_id - 1] if self.iterations_by_stage else self.iterations_per_stage
 
     # ------------------------------------------------------------- conversions
     def to_dict(self) -> dict:

@@ -402,7 +402,7 @@ def run(args) -> int:
     if args.canonical:
         report = evaluate_canonical(specs, ks, args.limit, args.workers, progress=not args.no_progress)
     else:
-        from training.loading import quiet_model_loading
+        from training.build import quiet_model_loading
 
         quiet_model_loading()
         report = evaluate_checkpoint(

@@ -62,13 +62,6 @@ def load_players(checkpoint_dir: str, device: str = "auto", dtype=None, discrimi
     return generator, disc, config, metrics
 
 
-def quiet_model_loading() -> None:
-    """Turn off transformers' per-file progress bars: the CLIs print their own, one line."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
 def config_from_checkpoint(saved: dict, checkpoint_dir: str = "") -> TrainingConfig:
     """The TrainingConfig a checkpoint was trained with (defaults when it records none).
 
