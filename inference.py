@@ -42,9 +42,11 @@ def main(argv=None) -> int:
 
     from training.errors import UserError
 
+    from sandbox import SandboxUnavailable
+
     try:
         return run(args)
-    except UserError as e:
+    except (UserError, SandboxUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

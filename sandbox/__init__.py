@@ -20,7 +20,7 @@ See docs/sandbox.md for the threat model, isolation levels and measurements.
 
 from typing import TYPE_CHECKING
 
-__all__ = ["Sandbox", "ExecutionResult", "SandboxConfig", "STATUSES"]
+__all__ = ["Sandbox", "ExecutionResult", "SandboxConfig", "SandboxUnavailable", "STATUSES"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pool import STATUSES, ExecutionResult, Sandbox, SandboxConfig

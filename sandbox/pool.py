@@ -34,6 +34,10 @@ _warn_lock = threading.Lock()
 
 
 @dataclass
+
+class SandboxUnavailable(RuntimeError):
+    """The sandbox's own workers could not start (an environment problem, not the candidate's)."""
+
 class ExecutionResult:
     passed: bool = field(metadata={"help": "True only if every test passed and the job ended cleanly"})
     test_results: list = field(metadata={"help": "one bool per test, in the order given"})
@@ -106,7 +110,7 @@ class _Worker:
         hello = self._read(self.cfg.start_timeout_s)
         if "fatal" in hello:
             self.kill()
-            raise RuntimeError(f"sandbox worker could not start: {hello['fatal']}")
+            raise SandboxUnavailable(f"sandbox worker could not start: {hello['fatal']}")
         self.isolation, self.notes, self.uid = hello["isolation"], hello["notes"], hello["uid"]
 
     @property

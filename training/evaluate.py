@@ -31,6 +31,8 @@ import numpy as np
 
 from training.errors import UserError
 
+from sandbox import SandboxUnavailable
+
 DEFAULT_SPECS = "curriculum:heldout_instances,curriculum:heldout_families"
 DEFAULT_KS = "1,5"
 DEFAULT_RERANK_TEMPERATURE = 0.8
@@ -425,7 +427,7 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return run(args)
-    except UserError as e:
+    except (UserError, SandboxUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
