@@ -33,11 +33,11 @@ _warned_levels: set[str] = set()
 _warn_lock = threading.Lock()
 
 
-@dataclass
-
 class SandboxUnavailable(RuntimeError):
     """The sandbox's own workers could not start (an environment problem, not the candidate's)."""
 
+
+@dataclass
 class ExecutionResult:
     passed: bool = field(metadata={"help": "True only if every test passed and the job ended cleanly"})
     test_results: list = field(metadata={"help": "one bool per test, in the order given"})
