@@ -334,12 +334,13 @@ def summarize(args, env, ours: list, trl: list, n_params: int, prompt_tokens: li
             f"'{biggest}' ({o['phases_s'][biggest]:.3f} s vs {t['phases_s'][biggest]:.3f} s)")
     notes = []
     if o["phases_s"]["log-probs (no grad)"] > 0:
-        passes = "two no-grad passes (old policy and reference)" if args.beta > 0 else "a no-grad pass"
-        peer = "its one no-grad pass is the reference model's" if args.beta > 0 else "it makes none"
+        passes = ("two no-grad passes, old policy and reference" if args.beta > 0
+                  else "a no-grad pass for the 'old' log-probs")
+        peer = "TRL makes only the reference one" if args.beta > 0 else "TRL makes none"
         notes.append(
-            f"Our update_generator makes {passes} before the loss, {o['phases_s']['log-probs (no grad)']:.3f} s per "
-            "step here. With one policy epoch the 'old' log-probs equal the ones the loss forward computes, so TRL "
-            f"skips them and uses exp(logp - logp.detach()) as the ratio ({peer}): that pass could go when "
+            f"Our update_generator makes {passes}, before the loss ({o['phases_s']['log-probs (no grad)']:.3f} s "
+            f"per step here); {peer}. With one policy epoch the old log-probs equal those of the loss forward, so "
+            "TRL takes exp(logp - logp.detach()) as the ratio instead; the trainer could do the same when "
             "policy_epochs == 1."
         )
     ours_loss = o["phases_s"]["forward (loss)"] + o["phases_s"]["backward"]
