@@ -53,11 +53,12 @@ def main(argv=None) -> int:
 
 def run(args, overrides) -> int:
     from training.adversarial_trainer import AdversarialTrainer
-    from training.build import build_players, build_sandbox, check_writable, resolve_device, seed_everything, set_threads
+    from training.build import (
+        build_players, build_sandbox, check_writable, load_run_problems, resolve_device, seed_everything, set_threads,
+    )
     from training.checkpoint import GENERATOR_FILE, load_torch, require_checkpoint_dir
     from training.config import TrainingConfig
     from training.distributed import Distributed
-    from training.problems import load_problems
 
     # ---------------------------------------------------------------- config
     if args.resume:
@@ -80,8 +81,8 @@ def run(args, overrides) -> int:
     seed_everything(config.seed)
 
     # ---------------------------------------------------------------- data
-    problems = load_problems(config.problems)
-    eval_problems = load_problems(config.eval_problems) if config.eval_problems else []
+    problems = load_run_problems(config.problems, config)
+    eval_problems = load_run_problems(config.eval_problems, config) if config.eval_problems else []
 
     # ---------------------------------------------------------------- players
     generator, discriminator = build_players(config)

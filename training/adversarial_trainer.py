@@ -31,6 +31,7 @@ from reasoning.stages import build_prompt, build_test_prompt, extract_tests, get
 from training import checkpoint as ckpt
 from training.chains import generate_chains
 from training.config import TrainingConfig
+from training.build import spread
 from training.distributed import Distributed
 from training.errors import UserError
 from training.metrics import MetricsLog
@@ -189,10 +190,10 @@ class AdversarialTrainer:
     # ====================================================================== warm-up
     def warmup(self, problems: list | None = None) -> dict:
         """Supervised warm-up: the generator on gold chains, the test writer on reference tests."""
-        from training.problems import load_problems
+        from training.build import load_run_problems
 
         wc = self.config.warmup
-        problems = problems if problems is not None else load_problems(wc.problems)
+        problems = problems if problems is not None else load_run_problems(wc.problems, self.config)
         examples = [
             (build_prompt(p.prompt, p.gold_stages[: k - 1], k), (p.gold_stages + [p.reference_solution])[k - 1])
             for p in problems
@@ -561,8 +562,7 @@ class AdversarialTrainer:
         from training.curriculum import GROUPS
         from training.evaluate import evaluate_samples
 
-        if self.config.eval_size and len(problems) > self.config.eval_size:
-            problems = problems[: self.config.eval_size]
+        problems = spread(problems, self.config.eval_size)
         mine = self.dist.shard(problems)
         chains = self.generate_chains(mine, upto=5)
         report = evaluate_samples(mine, [[c[-1]] for c in chains], self.sandbox, ks=(1,))

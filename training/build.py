@@ -83,3 +83,28 @@ def check_writable(directory: str) -> None:
         os.remove(probe)
     except OSError as e:
         raise UserError(f"checkpoint directory {directory} is not writable ({e.strerror}); pass --checkpoint_dir=<a writable path>") from None
+
+
+def load_run_problems(spec: str, config: TrainingConfig) -> list:
+    """Problems from `spec`; curriculum problems restricted to `config.families` when it names any."""
+    from training.problems import load_problems
+
+    problems = load_problems(spec)
+    if config.families:
+        from training.curriculum.base import REGISTRY
+
+        unknown = sorted(set(config.families) - set(REGISTRY))
+        if unknown:
+            raise UserError(
+                f"unknown curriculum families {unknown}; the valid names are listed in docs/problems.md "
+                f"(e.g. {', '.join(sorted(REGISTRY)[:4])}, ...)"
+            )
+        problems = [p for p in problems if p.source != "curriculum" or p.family in config.families]
+    return problems
+
+def spread(problems: list, size: int) -> list:
+    """`size` problems taken evenly across the list (all of them when size is 0 or larger)."""
+    if not size or size >= len(problems):
+        return list(problems)
+    step = len(problems) / size
+    return [problems[int(i * step)] for i in range(size)]

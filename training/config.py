@@ -79,6 +79,7 @@ class TrainingConfig:
     problems: str = _f("curriculum:train", "Training problems: curriculum:<split>, humaneval, or a .jsonl path.")
     eval_problems: str = _f("curriculum:heldout_instances", "Problems for the held-out evaluation after each stage.")
     eval_size: int = _f(48, "How many evaluation problems to use (0 = all).")
+    families: list = _f([], "Only curriculum problems of these families (warm-up, training, evaluation); empty = all.")
     # --- curriculum over stages ---
     stages: list = _f([1, 2, 3, 4, 5], "Stages to train, in order (1..5).")
     iterations_per_stage: int = _f(12, "RL iterations per stage.")
