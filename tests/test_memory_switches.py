@@ -79,12 +79,15 @@ def test_bfloat16_from_yaml_key_gives_bf16_weights_and_adamw_states(tmp_path):
 
 
 def test_lora_from_config_trains_adapters_only():
-    config, generator, discriminator, trainer = build("--use_lora=true", "--lora.r=4", "--lora.alpha=8")
+    config, generator, discriminator, trainer = build("--use_lora=true", "--lora.r=4", "--lora.alpha=8", "--dtype=bfloat16")
     for player in (generator, discriminator):
         assert isinstance(player.model, PeftModel)
         assert player.model.peft_config["default"].r == 4 and player.model.peft_config["default"].lora_alpha == 8
         names = [n for n, p in player.model.named_parameters() if p.requires_grad]
         assert names and all("lora_" in n for n in names)
+        # peft keeps adapters in fp32 over a bf16 base: docs/scaling.md counts them at 4 bytes
+        assert {p.dtype for p in player.model.parameters() if p.requires_grad} == {torch.float32}
+        assert {p.dtype for p in player.model.parameters() if not p.requires_grad} == {torch.bfloat16}
     lora = {id(p) for n, p in generator.model.named_parameters() if "lora_" in n}
     assert optimizer_params(trainer.generator_optimizer) == lora
     head = {id(p) for p in discriminator.score_head.parameters()}
