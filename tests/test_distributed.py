@@ -60,9 +60,12 @@ def _run(cmd: list, what: str) -> subprocess.CompletedProcess:
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("dist")
     single, dual, ranks = base / "single", base / "dual", base / "ranks"
-    _run([sys.executable, "train.py", *ARGS, f"--checkpoint_dir={single}"], "single-process train.py")
+    # TrainingConfig's own defaults under SHRUNK, as in test_trainer.py, not configs/default.yaml's recipe
+    (base / "base.yaml").write_text("device: cpu\n")
+    args = ["--config", str(base / "base.yaml"), *ARGS]
+    _run([sys.executable, "train.py", *args, f"--checkpoint_dir={single}"], "single-process train.py")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", CONFIG]
-    _run([*launch, WORKER, str(ranks), *ARGS, f"--checkpoint_dir={dual}"], "2-process accelerate launch")
+    _run([*launch, WORKER, str(ranks), *args, f"--checkpoint_dir={dual}"], "2-process accelerate launch")
     records = [json.loads((ranks / f"rank{r}.json").read_text()) for r in (0, 1)]
     return {"single": single, "dual": dual, "ranks": records}
 
