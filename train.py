@@ -73,7 +73,7 @@ def run(args, overrides) -> int:
     else:
         config = TrainingConfig.from_yaml(args.config or DEFAULT_CONFIG)
     config = config.with_overrides(overrides)
-    distributed = Distributed()  # one process per rank under `accelerate launch`
+    distributed = Distributed(cpu=resolve_device(config.device) == "cpu")  # one process per rank under `accelerate launch`
     config = config.with_overrides([f"--device={distributed.device(resolve_device(config.device))}"])
     if distributed.is_main:
         check_writable(config.checkpoint_dir)

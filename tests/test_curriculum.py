@@ -2,7 +2,6 @@
 
 import ast
 import json
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -20,40 +19,10 @@ from training.curriculum import (
 from training.curriculum.base import MAX_CODE_LINES, MAX_PROMPT_CHARS, MAX_STAGE_CHARS, MIN_TESTS
 from training.errors import UserError
 
+from references import run_references
+
 CATEGORIES = {"arithmetic", "math", "strings", "lists", "dicts", "searching", "counting"}
 
-# Runs reference solutions against their tests in ONE fresh interpreter per batch
-# (the sandbox is not used here on purpose: these are our own references).
-_RUNNER = r"""
-import io, json, sys
-jobs = json.load(sys.stdin)
-out, failures = sys.stdout, []
-for job in jobs:
-    sys.stdout = io.StringIO()
-    namespace = {}
-    try:
-        exec(job["code"], namespace)
-    except BaseException as e:
-        failures.append([job["id"], "<reference>", repr(e)])
-        continue
-    for test in job["tests"]:
-        try:
-            exec(test, namespace)
-        except BaseException as e:
-            failures.append([job["id"], test[-200:], repr(e)])
-sys.stdout = out
-print(json.dumps(failures))
-"""
-
-
-def run_references(problems, timeout=60):
-    """[(id, test, error)] for every test its own reference solution fails."""
-    jobs = [{"id": p.id, "code": p.reference_solution, "tests": p.tests} for p in problems]
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", _RUNNER], input=json.dumps(jobs), capture_output=True, text=True, timeout=timeout
-    )
-    assert proc.returncode == 0, proc.stderr
-    return [tuple(f) for f in json.loads(proc.stdout.splitlines()[-1])]
 
 
 @pytest.fixture(scope="module")

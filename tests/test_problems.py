@@ -1,42 +1,17 @@
 """Problem record, JSONL (our schema, MBPP, APPS), HumanEval and load_problems."""
 
 import json
-import subprocess
 import sys
 
 import pytest
 
 from training.curriculum import load_curriculum
 from training.errors import UserError
+
+from references import run_references
 from training.problems import Problem, load_humaneval, load_jsonl, load_problems, save_jsonl
 
 # One fresh interpreter runs a whole batch of (reference, tests) jobs.
-_RUNNER = r"""
-import io, json, sys
-jobs = json.load(sys.stdin)
-out, failures = sys.stdout, []
-for job in jobs:
-    sys.stdout = io.StringIO()
-    namespace = {}
-    try:
-        exec(job["code"], namespace)
-        for test in job["tests"]:
-            exec(test, namespace)
-    except BaseException as e:
-        failures.append([job["id"], repr(e)])
-sys.stdout = out
-print(json.dumps(failures))
-"""
-
-
-def run_references(problems, timeout=120):
-    """[(id, error)] for every problem whose reference solution fails its tests."""
-    jobs = [{"id": p.id, "code": p.reference_solution, "tests": p.tests} for p in problems]
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", _RUNNER], input=json.dumps(jobs), capture_output=True, text=True, timeout=timeout
-    )
-    assert proc.returncode == 0, proc.stderr
-    return [tuple(f) for f in json.loads(proc.stdout.splitlines()[-1])]
 
 
 def write_lines(path, records):

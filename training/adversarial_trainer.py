@@ -38,6 +38,9 @@ from training.metrics import MetricsLog
 from training.rewards import REWARDS, RewardBatch, combine, cure_test_rewards, runnable
 
 
+TESTS_PER_SAMPLE = 3  # asserts per test-writer sample (warm-up examples have the same size)
+
+
 @dataclass
 class StageBatch:
     """One rollout of stage k: G completions for each of B problems, prompt-major."""
@@ -194,26 +197,33 @@ class AdversarialTrainer:
 
         wc = self.config.warmup
         problems = problems if problems is not None else load_run_problems(wc.problems, self.config)
-        examples = [
-            (build_prompt(p.prompt, p.gold_stages[: k - 1], k), (p.gold_stages + [p.reference_solution])[k - 1])
-            for p in problems
-            if p.gold_stages
+        # one pool per stage, so that the share of code examples is a knob of its own
+        pools = [
+            [(build_prompt(p.prompt, p.gold_stages[: k - 1], k), (p.gold_stages + [p.reference_solution])[k - 1]) for p in problems if p.gold_stages]
             for k in range(1, 6)
         ]
-        if not examples:
+        if not pools[0]:
             raise UserError(f"warm-up needs problems with gold stages; {wc.problems} has none (set --warmup.enabled=false)")
-        gen_loss = self._supervised(self.generator, examples, wc.steps, wc.lr, "warm-up generator")
+        f5 = wc.stage5_fraction
+        weights = [(1 - f5) / 4] * 4 + [f5]
+        gen_loss = self._supervised(self.generator, pools, weights, wc.steps, wc.lr, "warm-up generator")
         stats = {"warmup_generator_loss": gen_loss}
         if self.config.use_discriminator and wc.discriminator_steps > 0:
-            test_examples = [(build_test_prompt(p.prompt, p.entry_point), "\n".join(p.tests)) for p in problems]
+            # a handful of asserts per example, as the test writer samples them in RL
+            test_examples = [
+                (build_test_prompt(p.prompt, p.entry_point), "\n".join(p.tests[i : i + TESTS_PER_SAMPLE]))
+                for p in problems
+                for i in range(0, len(p.tests), TESTS_PER_SAMPLE)
+            ]
             stats["warmup_test_writer_loss"] = self._supervised(
-                self.discriminator, test_examples, wc.discriminator_steps, wc.lr, "warm-up test writer"
+                self.discriminator, [test_examples], [1.0], wc.discriminator_steps, wc.lr, "warm-up test writer"
             )
         self.warmed_up = True
         self.log.write({"stage": 0, **stats, "global_step": self.global_step})
         return stats
 
-    def _supervised(self, player, examples: list, steps: int, lr: float, desc: str) -> float:
+    def _supervised(self, player, pools: list, weights: list, steps: int, lr: float, desc: str) -> float:
+        """Completion-only cross-entropy on (prompt, completion) pairs; each example's pool drawn by weight."""
         params = [p for p in player.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -225,13 +235,16 @@ class AdversarialTrainer:
         recent = []
         bar = self.log.progress_bar(steps, desc)
         for step in range(steps):
-            chunk = [examples[rng.randrange(len(examples))] for _ in range(bs)]
+            chunk = []
+            for pool in rng.choices(pools, weights=weights, k=bs):
+                chunk.append(pool[rng.randrange(len(pool))])
             loss = player.sft_loss([p for p, _ in chunk], [c for _, c in chunk])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.dist.average_gradients(params)
             torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
             optimizer.step()
+            optimizer.zero_grad(set_to_none=True)  # free gradients until the next step needs them
             schedule.step()
             recent.append(loss.item())  # a CPU-GPU sync point, once per step is fine
             recent = recent[-20:]
@@ -352,7 +365,7 @@ class AdversarialTrainer:
             pool = []
             for t in range(T):
                 tests, _dropped = extract_tests(ro.texts[b * T + t], problem.entry_point)
-                tests = tests[:4]  # one sample is a handful of asserts, not a whole file
+                tests = tests[:TESTS_PER_SAMPLE]  # one sample is a handful of asserts, not a whole file
                 sample_tests.append(tests)
                 pool.extend(x for x in tests if x not in pool)
             pooled.append(pool)
@@ -415,7 +428,9 @@ class AdversarialTrainer:
         with torch.no_grad():
             # log-probs under the sampling distribution, softmax(logits / T), like the samples
             T = self.config.temperature
-            old_logps = self._logps(self.generator, ro, keep, model, T)  # list of (n, C) chunks
+            # With one pass over fresh samples the policy is the sampling policy, so the
+            # ratio is exp(logp - logp.detach()) == 1 and no extra forward pass is needed.
+            old_logps = self._logps(self.generator, ro, keep, model, T) if self.config.policy_epochs > 1 else None
             ref_logps = self._logps(self.generator, ro, keep, self.reference_model, T) if self.reference_model is not None else None
         params = [p for p in model.parameters() if p.requires_grad]
         model.train()
@@ -429,7 +444,8 @@ class AdversarialTrainer:
                     ro.completion_ids[idx].to(self.device), ro.completion_mask[idx].to(self.device), temperature=T,
                 )  # (n, C)
                 adv = advantages[idx].to(self.device).unsqueeze(1)  # (n, 1)
-                ratio = torch.exp(per_token_logps - old_logps[c])  # (n, C)
+                old = old_logps[c] if old_logps is not None else per_token_logps.detach()
+                ratio = torch.exp(per_token_logps - old)  # (n, C)
                 clipped = torch.clamp(ratio, 1 - self.config.clip_range, 1 + self.config.clip_range)
                 per_token_loss = -torch.min(ratio * adv, clipped * adv)  # (n, C)
                 if ref_logps is not None:
@@ -444,6 +460,7 @@ class AdversarialTrainer:
             self.dist.average_gradients(params)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
             self.generator_optimizer.step()
+            self.generator_optimizer.zero_grad(set_to_none=True)  # no gradients held through rollouts
         epochs = self.config.policy_epochs
         stats.update(kl=kl_sum / max(len(keep), 1) / epochs, policy_loss=loss_sum / epochs, grad_norm=float(grad_norm))
         return stats
@@ -544,6 +561,7 @@ class AdversarialTrainer:
         self.dist.average_gradients(params)
         torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
         self.discriminator_optimizer.step()
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
 
     def _discriminator_modules(self) -> list:
         head = getattr(self.discriminator, "score_head", None)
@@ -658,6 +676,8 @@ class AdversarialTrainer:
         self.best_reward = best if best is not None else -math.inf
         if gen.get("rng_state"):
             _set_rng_state(self.rng, gen["rng_state"])
+        if self.dist.enabled:  # the saved stream is rank 0's: give each rank its own again
+            torch.manual_seed(int(torch.randint(2**31, (1,)).item()) + 1000 * self.dist.rank)
         self.log.truncate_after(self.completed_stage)
         return gen.get("metrics", {})
 

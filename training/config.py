@@ -40,6 +40,7 @@ class WarmupConfig:
     steps: int = _f(500, "Optimizer steps of generator warm-up.")
     batch_size: int = _f(32, "Examples per warm-up step (one example = one stage of one problem).")
     lr: float = _f(3e-3, "Peak learning rate of warm-up (cosine decay to 10%).")
+    stage5_fraction: float = _f(0.4, "Share of warm-up examples that are stage 5 (code); the rest spread over stages 1-4.")
     discriminator_steps: int = _f(150, "Warm-up steps of the discriminator's test writer on reference tests.")
     problems: str = _f("curriculum:warmup", "Problem source with gold chains for warm-up.")
 
@@ -139,6 +140,8 @@ class TrainingConfig:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.group_size < 2:
             raise UserError(f"group_size must be at least 2 (advantages are relative to the group), got {self.group_size}")
+        if not 0.0 <= self.warmup.stage5_fraction <= 1.0:
+            raise UserError(f"warmup.stage5_fraction must be between 0 and 1, got {self.warmup.stage5_fraction}")
         if self.temperature <= 0:
             raise UserError(f"temperature must be positive for rollouts, got {self.temperature}")
         if self.sandbox.workers < 1 or self.sandbox.timeout_s <= 0 or self.sandbox.memory_mb < 32:

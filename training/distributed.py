@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 
 class Distributed:
-    def __init__(self):
+    def __init__(self, cpu: bool = False):
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         if self.world_size > 1 and not dist.is_initialized():
@@ -29,7 +29,7 @@ class Distributed:
             # starts the process group (gloo on CPU, nccl on CUDA).
             from accelerate import PartialState
 
-            PartialState()
+            PartialState(cpu=cpu)  # cpu: gloo even where CUDA exists
         self.enabled = self.world_size > 1 and dist.is_initialized()
         if self.enabled:
             self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
@@ -61,10 +61,15 @@ class Distributed:
                 dist.broadcast(tensor.data, src=0)
 
     def average_gradients(self, params: list) -> None:
-        """All-reduce and average gradients; a parameter without a gradient on this rank counts as zero."""
+        """All-reduce and average gradients; a parameter without a gradient on one rank counts as zero there."""
         if not self.enabled:
             return
-        for p in params:
+        # a parameter no rank used keeps no gradient, so AdamW skips it as in one process
+        used = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=self.comm_device)
+        dist.all_reduce(used, op=dist.ReduceOp.SUM)
+        for p, n in zip(params, used.tolist()):
+            if n == 0:
+                continue
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
