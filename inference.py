@@ -40,18 +40,9 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
 
-    from training.errors import UserError
+    from training.errors import run_cli
 
-    from sandbox import SandboxUnavailable
-
-    try:
-        return run(args)
-    except (UserError, SandboxUnavailable) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_cli(run, args)
 
 
 def run(args) -> int:

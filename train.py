@@ -37,18 +37,12 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
 
-    from training.errors import UserError
+    from training.errors import run_cli
 
-    from sandbox import SandboxUnavailable
-
-    try:
-        return run(args, overrides)
-    except (UserError, SandboxUnavailable) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; completed stages are in the checkpoint directory, resume with --resume", file=sys.stderr)
-        return 130
+    return run_cli(
+        run, args, overrides,
+        interrupted="interrupted; completed stages are in the checkpoint directory, resume with --resume",
+    )
 
 
 def run(args, overrides) -> int:

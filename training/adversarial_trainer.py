@@ -218,9 +218,41 @@ class AdversarialTrainer:
             stats["warmup_test_writer_loss"] = self._supervised(
                 self.discriminator, [test_examples], [1.0], wc.discriminator_steps, wc.lr, "warm-up test writer"
             )
+        if self.config.use_discriminator and wc.scoring_head_steps > 0:
+            stats.update(self._warmup_scoring_head(problems, wc.scoring_head_steps))
         self.warmed_up = True
         self.log.write({"stage": 0, **stats, "global_step": self.global_step})
         return stats
+
+    def _warmup_scoring_head(self, problems: list, steps: int) -> dict:
+        """Teach the scoring head gold stage texts (real) against the warmed-up generator's samples (fake).
+
+        Without it the stage 1-4 reward of the first RL iterations is the opinion of
+        a randomly initialised head, and the generator learns that noise.
+        """
+        rng = random.Random(self.config.seed + 2 + 1000 * self.dist.rank)
+        with_gold = [p for p in problems if p.gold_stages]
+        bar = self.log.progress_bar(steps, "warm-up scoring head")
+        recent = []
+        for _ in range(steps):
+            k = rng.randint(1, 4)
+            batch = [with_gold[rng.randrange(len(with_gold))] for _ in range(self.config.problems_per_batch)]
+            with torch.no_grad():
+                ro = self.generator.sample(
+                    [build_prompt(p.prompt, p.gold_stages[: k - 1], k) for p in batch],
+                    max_new_tokens=self.config.max_new_tokens[k - 1], temperature=self.config.temperature,
+                )
+            fakes = [get_stage(k).extract(t) for t in ro.texts]
+            stats = self._scoring_head_step(
+                [(p.prompt, p.gold_stages[: k - 1], k, p.gold_stages[k - 1]) for p in batch]
+                + [(p.prompt, p.gold_stages[: k - 1], k, fake) for p, fake in zip(batch, fakes)],
+                [1.0] * len(batch) + [0.0] * len(batch),
+            )
+            recent = (recent + [stats.get("disc_accuracy", 0.0)])[-10:]
+            bar.update(1)
+            bar.set_postfix(accuracy=f"{sum(recent) / len(recent):.2f}")
+        bar.close()
+        return {"warmup_scoring_head_accuracy": sum(recent) / max(len(recent), 1)}
 
     def _supervised(self, player, pools: list, weights: list, steps: int, lr: float, desc: str) -> float:
         """Completion-only cross-entropy on (prompt, completion) pairs; each example's pool drawn by weight."""
@@ -502,6 +534,10 @@ class AdversarialTrainer:
             items.append((problem.prompt, batch.prefixes[b], k, problem.gold_stages[k - 1]))
             items.append((problem.prompt, batch.prefixes[b], k, fake))
             labels += [1.0, 0.0]
+        return self._scoring_head_step(items, labels)
+
+    def _scoring_head_step(self, items: list, labels: list) -> dict:
+        """One BCE step of the scoring head (and the LM under it) on labelled stage outputs."""
         if self.dist.sum(len(items)) == 0:
             return {}
         self.discriminator_optimizer.zero_grad(set_to_none=True)

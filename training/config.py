@@ -42,6 +42,7 @@ class WarmupConfig:
     lr: float = _f(3e-3, "Peak learning rate of warm-up (cosine decay to 10%).")
     stage5_fraction: float = _f(0.4, "Share of warm-up examples that are stage 5 (code); the rest spread over stages 1-4.")
     discriminator_steps: int = _f(150, "Warm-up steps of the discriminator's test writer on reference tests.")
+    scoring_head_steps: int = _f(30, "Warm-up steps of the scoring head: gold stage texts vs the warmed-up generator's samples.")
     problems: str = _f("curriculum:warmup", "Problem source with gold chains for warm-up.")
 
 

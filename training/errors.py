@@ -6,3 +6,19 @@ class UserError(Exception):
 
     The message is one sentence that says what is wrong and what to do.
     """
+
+
+def run_cli(run, *args, interrupted: str = "interrupted") -> int:
+    """Call a CLI's `run(*args)`; a user's mistake becomes one `error:` line and exit status 2."""
+    import sys
+
+    from sandbox import SandboxUnavailable
+
+    try:
+        return run(*args)
+    except (UserError, SandboxUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130

@@ -29,9 +29,8 @@ import tempfile
 
 import numpy as np
 
-from training.errors import UserError
+from training.errors import UserError, run_cli
 
-from sandbox import SandboxUnavailable
 
 DEFAULT_SPECS = "curriculum:heldout_instances,curriculum:heldout_families"
 DEFAULT_KS = "1,5"
@@ -425,14 +424,7 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(args)
-    except (UserError, SandboxUnavailable) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_cli(run, args)
 
 
 if __name__ == "__main__":
