@@ -21,8 +21,10 @@ def test_every_field_has_a_help_text():
 
 def test_overrides_are_typed_and_dotted():
     config = TrainingConfig().with_overrides(
-        ["--iterations_per_stage=3", "--sandbox.workers=1", "--rewards.lookahead=0.5", "--kl_beta=0", "--stages=[5]"]
+        ["--iterations_per_stage=3", "--sandbox.workers=1", "--rewards.lookahead=0.5", "--kl_beta=0", "--stages=[5]",
+         "--generator_lr=1e-4"]
     )
+    assert config.generator_lr == 1e-4
     assert config.iterations_per_stage == 3 and config.sandbox.workers == 1
     assert config.rewards.lookahead == 0.5 and isinstance(config.kl_beta, float)
     assert config.stages == [5]

@@ -242,6 +242,11 @@ def _check_type(key: str, expected, value, source: str):
         if not isinstance(value, dict):
             raise UserError(f"{source}: {key} is a section; give it as a mapping or use dotted keys like --{key}.<name>=...")
         return expected(**_build_kwargs(expected, value, key + ".", source))
+    if expected is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
