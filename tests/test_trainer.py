@@ -152,9 +152,11 @@ def test_killed_mid_stage_resumes_at_the_next_stage(tmp_path, sandbox, problems)
     assert sorted(os.listdir(tmp_path)) == ["best", "metrics.jsonl", "stage_1", "stage_2"]
     weights_2 = torch.load(tmp_path / "stage_2" / "generator.pt", weights_only=True)["model_state_dict"]
 
-    resumed = make_trainer(tmp_path, sandbox, "--stages=[1, 2, 3]", "--warmup.enabled=false")
+    resumed = make_trainer(tmp_path, sandbox, "--stages=[1, 2, 3]", "--warmup.enabled=false", "--generator_lr=1e-5")
     resumed.load_checkpoint(str(tmp_path / "stage_2"))
     assert resumed.completed_stage == 2
+    # the optimizer state comes back, but this run's learning rate wins over the saved one
+    assert resumed.generator_optimizer.state and resumed.generator_optimizer.param_groups[0]["lr"] == 1e-5
     for name, tensor in resumed.generator.model.state_dict().items():
         assert torch.equal(tensor, weights_2[name]), name
     seen = []

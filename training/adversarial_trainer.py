@@ -705,6 +705,9 @@ class AdversarialTrainer:
             self.generator_optimizer.load_state_dict(gen["optimizer_state_dict"])
             if disc is not None:
                 self.discriminator_optimizer.load_state_dict(disc["optimizer_state_dict"])
+            # the saved state carries the old run's learning rates; this run's config wins
+            _set_lr(self.generator_optimizer, self.config.generator_lr)
+            _set_lr(self.discriminator_optimizer, self.config.discriminator_lr)
         self.completed_stage = int(gen.get("stage_id", 0))
         self.global_step = int(gen.get("step", 0))
         self.warmed_up = True
@@ -792,6 +795,11 @@ class AdversarialTrainer:
 
 
 # ======================================================================== utilities
+def _set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def _masked_mean_per_seq(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over each sequence's completion tokens: (n, C), (n, C) -> (n,)."""
     return (values * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
