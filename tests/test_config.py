@@ -71,3 +71,8 @@ def test_shipped_configs_load():
     assert "configs/default.yaml" in paths
     for path in paths:
         TrainingConfig.from_yaml(path)
+
+
+def test_default_yaml_is_the_dataclass_default():
+    # `python train.py` and `TrainingConfig()` in a notebook must describe the same run
+    assert TrainingConfig.from_yaml("configs/default.yaml") == TrainingConfig()
