@@ -181,8 +181,11 @@ class AdversarialTrainer:
         self.completed_stage = stage_id
         stage_dir = os.path.join(config.checkpoint_dir, f"stage_{stage_id}")
         self.save_checkpoint(stage_dir, stage_id, metrics)
-        if metrics["generator"]["avg_reward"] > self.best_reward:
-            self.best_reward = metrics["generator"]["avg_reward"]
+        # avg_reward mixes scales across stages (discriminator probabilities at 1-4,
+        # execution at 5); best_metric=pass_rate compares held-out pass@1 instead
+        score = metrics["generator"][config.best_metric]
+        if score > self.best_reward:
+            self.best_reward = score
             if self.dist.is_main:
                 ckpt.link_or_copy_dir(stage_dir, os.path.join(config.checkpoint_dir, "best"))
         if config.plot:
@@ -208,6 +211,8 @@ class AdversarialTrainer:
         weights = [(1 - f5) / 4] * 4 + [f5]
         gen_loss = self._supervised(self.generator, pools, weights, wc.steps, wc.lr, "warm-up generator")
         stats = {"warmup_generator_loss": gen_loss}
+        if self.config.use_discriminator and wc.discriminator_from_generator:
+            stats["discriminator_from_generator"] = self._copy_generator_into_discriminator()
         if self.config.use_discriminator and wc.discriminator_steps > 0:
             # a handful of asserts per example, as the test writer samples them in RL
             test_examples = [
@@ -223,6 +228,22 @@ class AdversarialTrainer:
         self.warmed_up = True
         self.log.write({"stage": 0, **stats, "global_step": self.global_step})
         return stats
+
+    def _copy_generator_into_discriminator(self) -> bool:
+        """Start the discriminator's LM from the warmed-up generator when the two have the same shapes.
+
+        A test writer that starts from a model that already writes Python for
+        these problems learns valid asserts far sooner than one from scratch
+        (the scoring head keeps its own weights). Returns whether it copied.
+        """
+        source = self.generator.model.state_dict()
+        target = self.discriminator.model.state_dict()
+        same = set(source) == set(target) and all(source[k].shape == target[k].shape for k in target)
+        if not same:
+            self.log.message("discriminator keeps its own weights: its architecture differs from the generator's")
+            return False
+        self.discriminator.model.load_state_dict(source)
+        return True
 
     def _warmup_scoring_head(self, problems: list, steps: int) -> dict:
         """Teach the scoring head gold stage texts (real) against the warmed-up generator's samples (fake).

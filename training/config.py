@@ -49,7 +49,10 @@ class WarmupConfig:
     batch_size: int = _f(32, "Examples per warm-up step (one example = one stage of one problem).")
     lr: float = _f(3e-3, "Peak learning rate of warm-up (cosine decay to 10%).")
     stage5_fraction: float = _f(0.4, "Share of warm-up examples that are stage 5 (code); the rest spread over stages 1-4.")
-    discriminator_steps: int = _f(60, "Warm-up steps of the discriminator's test writer on reference tests.")
+    discriminator_from_generator: bool = _f(
+        True, "Start the discriminator's LM from the warmed-up generator when their architectures match."
+    )
+    discriminator_steps: int = _f(150, "Warm-up steps of the discriminator's test writer on reference tests.")
     scoring_head_steps: int = _f(30, "Warm-up steps of the scoring head: gold stage texts vs the warmed-up generator's samples.")
     problems: str = _f("curriculum:warmup", "Problem source with gold chains for warm-up.")
 
@@ -122,6 +125,10 @@ class TrainingConfig:
     lora: LoraConfig = _f(LoraConfig(), "LoRA settings (with use_lora).")
     offload_reference: bool = _f(False, "Keep the frozen reference model on CPU, moving it to the device per use.")
     # --- output ---
+    best_metric: str = _f(
+        "avg_reward",
+        "What best/ maximises: avg_reward (the generator's mean reward in the stage) or pass_rate (held-out pass@1).",
+    )
     checkpoint_dir: str = _f("checkpoints", "Where stage_N/, best/, final/ and metrics.jsonl are written.")
     log_every: int = _f(1, "Write a metrics line every N iterations.")
     plot: bool = _f(True, "Write a PNG of the training curves at the end of each stage.")
@@ -151,6 +158,8 @@ class TrainingConfig:
             raise UserError(f"group_size must be at least 2 (advantages are relative to the group), got {self.group_size}")
         if not 0.0 <= self.warmup.stage5_fraction <= 1.0:
             raise UserError(f"warmup.stage5_fraction must be between 0 and 1, got {self.warmup.stage5_fraction}")
+        if self.best_metric not in ("avg_reward", "pass_rate"):
+            raise UserError(f"best_metric must be avg_reward or pass_rate, got {self.best_metric!r}")
         if self.temperature <= 0:
             raise UserError(f"temperature must be positive for rollouts, got {self.temperature}")
         if self.sandbox.workers < 1 or self.sandbox.timeout_s <= 0 or self.sandbox.memory_mb < 32:
