@@ -33,23 +33,9 @@ SCORE_HEAD_SEED = 0
 class LLMDiscriminator(CausalLMWrapper):
     """A causal LM with a scoring head (reference-quality vs generated) and a test writer."""
 
-    def __init__(
-        self,
-        model_name_or_path: str = "tiny",
-        device="cpu",
-        dtype=None,
-        use_lora: bool = False,
-        lora_r: int = 16,
-        lora_alpha: int = 32,
-        gradient_checkpointing: bool = False,
-        trust_remote_code: bool = False,
-        model_config: dict | None = None,
-    ):
-        super().__init__(
-            model_name_or_path, device, dtype, use_lora=use_lora, lora_r=lora_r, lora_alpha=lora_alpha,
-            gradient_checkpointing=gradient_checkpointing, trust_remote_code=trust_remote_code,
-            model_config=model_config,
-        )
+    def __init__(self, *args, **kwargs):
+        """The same arguments as `CausalLMWrapper` (and LLMGenerator); adds the scoring head."""
+        super().__init__(*args, **kwargs)
         hidden_size = self.base_model.config.get_text_config().hidden_size
         # The head stays float32 whatever the LM's dtype: it is tiny and BCE wants the precision.
         with torch.random.fork_rng(devices=[]):

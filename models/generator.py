@@ -19,25 +19,11 @@ __all__ = ["LLMGenerator", "Rollout"]
 
 
 class LLMGenerator(CausalLMWrapper):
-    """A causal LM that completes one stage at a time, given the problem and the stages before it."""
+    """A causal LM that completes one stage at a time, given the problem and the stages before it.
 
-    def __init__(
-        self,
-        model_name_or_path: str = "tiny",
-        device="cpu",
-        dtype=None,
-        use_lora: bool = False,
-        lora_r: int = 16,
-        lora_alpha: int = 32,
-        gradient_checkpointing: bool = False,
-        trust_remote_code: bool = False,
-        model_config: dict | None = None,
-    ):
-        super().__init__(
-            model_name_or_path, device, dtype, use_lora=use_lora, lora_r=lora_r, lora_alpha=lora_alpha,
-            gradient_checkpointing=gradient_checkpointing, trust_remote_code=trust_remote_code,
-            model_config=model_config,
-        )
+    Constructed like `CausalLMWrapper`: `LLMGenerator(model_name_or_path="tiny", device="cpu", dtype=None,
+    use_lora=False, lora_r=16, lora_alpha=32, gradient_checkpointing=False, ...)`.
+    """
 
     def stage_prompt(self, problem: str, previous_stages: list[str], stage_id: int, prompt_template: str | None = None) -> str:
         """The plain prompt for `stage_id` (what `sample` and `sft_loss` take)."""
