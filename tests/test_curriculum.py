@@ -1,8 +1,6 @@
 """The bundled curriculum: family groups, instance shape, splits, determinism, correctness."""
 
 import ast
-import json
-import sys
 import time
 from collections import defaultdict
 

@@ -1,7 +1,6 @@
 """Problem record, JSONL (our schema, MBPP, APPS), HumanEval and load_problems."""
 
 import json
-import sys
 
 import pytest
 
