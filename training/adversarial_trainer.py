@@ -384,7 +384,7 @@ class AdversarialTrainer:
     def _execute_stage5(self, batch: StageBatch) -> None:
         """Run each candidate on the reference tests and on the discriminator's tests."""
         G = batch.group_size
-        tests_batch = self._write_tests(batch.problems) if self._wants_tests() else None
+        tests_batch = self._write_tests(batch.problems) if self.config.use_discriminator else None
         jobs = []
         for b, problem in enumerate(batch.problems):
             extra = tests_batch.tests[b] if tests_batch else []
@@ -402,9 +402,6 @@ class AdversarialTrainer:
             if tests_batch:
                 tests_batch.candidate_results[problem_index].append(outcome[n_ref:])
         batch.test_batch = tests_batch
-
-    def _wants_tests(self) -> bool:
-        return self.config.use_discriminator
 
     def _write_tests(self, problems: list) -> TestBatch:
         """The test writer samples T completions per problem; pooled tests are checked on the reference."""
