@@ -25,6 +25,9 @@ def test_overrides_are_typed_and_dotted():
          "--generator_lr=1e-4"]
     )
     assert config.generator_lr == 1e-4
+    assert config.iterations(5) == 3  # one number applies to every stage
+    per_stage = TrainingConfig().with_overrides(["--iterations_per_stage=[0, 1, 2, 3, 4]"])
+    assert [per_stage.iterations(k) for k in range(1, 6)] == [0, 1, 2, 3, 4]
     assert config.iterations_per_stage == 3 and config.sandbox.workers == 1
     assert config.rewards.lookahead == 0.5 and isinstance(config.kl_beta, float)
     assert config.stages == [5]
@@ -40,6 +43,8 @@ def test_overrides_are_typed_and_dotted():
         ("--iterations_per_stage=many", "iterations_per_stage must be int"),
         ("--use_discriminator=1", "use_discriminator must be bool"),
         ("--stages=[7]", "stage numbers 1..5"),
+        ("--iterations_per_stage=[1, 2]", "5 non-negative integers"),
+        ("--iterations_per_stage=x", "iterations_per_stage must be int or list"),
         ("--kl_beta", "--key=value"),
         ("--seed.x=1", "not a section"),
     ],

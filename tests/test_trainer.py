@@ -21,7 +21,6 @@ SHRUNK = [
     "--warmup.scoring_head_steps=1",
     "--warmup.batch_size=4",
     "--iterations_per_stage=1",
-    "--iterations_by_stage=[]",
     "--cpu_threads=1",
     "--problems_per_batch=2",
     "--group_size=3",

@@ -95,8 +95,9 @@ class TrainingConfig:
     families: list = _f(list(DEFAULT_FAMILIES), "Only curriculum problems of these families (warm-up, training, evaluation); empty = all.")
     # --- curriculum over stages ---
     stages: list = _f([1, 2, 3, 4, 5], "Stages to train, in order (1..5).")
-    iterations_per_stage: int = _f(12, "RL iterations per stage.")
-    iterations_by_stage: list = _f([1, 1, 1, 1, 40], "Optional RL iterations for stages 1..5 (5 numbers); overrides iterations_per_stage.")
+    iterations_per_stage: int | list = _f(
+        [1, 1, 1, 1, 40], "RL iterations per stage: one number for every stage, or a list of 5 (stages 1..5)."
+    )
     problems_per_batch: int = _f(8, "Problems per RL iteration.")
     group_size: int = _f(8, "Samples per problem (G) for group-relative advantages.")
     max_new_tokens: list = _f([80, 96, 96, 80, 128], "Token budget per stage output, stages 1..5.")
@@ -147,11 +148,13 @@ class TrainingConfig:
             raise UserError(f"stages must be a non-empty list of stage numbers 1..5, got {self.stages!r}")
         if len(self.max_new_tokens) != 5 or any(not isinstance(t, int) or t < 1 for t in self.max_new_tokens):
             raise UserError(f"max_new_tokens must list 5 positive integers (stages 1..5), got {self.max_new_tokens!r}")
-        if self.iterations_by_stage and (
-            len(self.iterations_by_stage) != 5 or any(not isinstance(n, int) or n < 0 for n in self.iterations_by_stage)
-        ):
-            raise UserError(f"iterations_by_stage must be empty or list 5 non-negative integers, got {self.iterations_by_stage!r}")
-        for name in ("iterations_per_stage", "problems_per_batch", "policy_epochs", "generator_steps"):
+        per_stage = self.iterations_per_stage
+        if isinstance(per_stage, list):
+            if len(per_stage) != 5 or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in per_stage):
+                raise UserError(f"iterations_per_stage as a list must hold 5 non-negative integers, got {per_stage!r}")
+        elif per_stage < 1:
+            raise UserError(f"iterations_per_stage must be at least 1, got {per_stage}")
+        for name in ("problems_per_batch", "policy_epochs", "generator_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.group_size < 2:
@@ -167,7 +170,8 @@ class TrainingConfig:
 
     def iterations(self, stage_id: int) -> int:
         """RL iterations of stage `stage_id`."""
-        return self.iterations_by_stage[stage_id - 1] if self.iterations_by_stage else self.iterations_per_stage
+        per_stage = self.iterations_per_stage
+        return per_stage[stage_id - 1] if isinstance(per_stage, list) else per_stage
 
     # ------------------------------------------------------------- conversions
     def to_dict(self) -> dict:
@@ -259,6 +263,15 @@ def _check_type(key: str, expected, value, source: str):
         if not isinstance(value, dict):
             raise UserError(f"{source}: {key} is a section; give it as a mapping or use dotted keys like --{key}.<name>=...")
         return expected(**_build_kwargs(expected, value, key + ".", source))
+    members = typing.get_args(expected)
+    if members:  # a union such as int | list: the first member the value fits
+        for member in members:
+            try:
+                return _check_type(key, member, value, source)
+            except UserError:
+                continue
+        names = " or ".join(getattr(m, "__name__", str(m)) for m in members)
+        raise UserError(f"{source}: {key} must be {names}, got {value!r} ({type(value).__name__})")
     if expected is float and isinstance(value, str):
         try:  # YAML 1.1 reads 1e-4 (no dot) as a string
             value = float(value)
