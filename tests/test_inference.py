@@ -260,3 +260,19 @@ def test_cli_subprocess_end_to_end(tree, tmp_path):
     assert [n for n, _, _ in stage_blocks(proc.stdout)] == [1, 2, 3, 4, 5]
     assert proc.stdout.rstrip().splitlines()[-1].endswith("tests passed")
     assert set(json.loads(output.read_text())) >= {"problem", "reasoning_chain", "final_code", "tests", "summary"}
+
+
+def test_evaluation_keeps_to_the_families_the_run_trained_on(tree):
+    from training.config import DEFAULT_FAMILIES
+    from training.evaluate import evaluate_checkpoint
+
+    def families(report):
+        return [{row["id"].split("/")[1] for row in r["problems"]} for r in report["results"]]
+
+    kwargs = dict(limit=3, max_new_tokens=4, device="cpu", progress=False, workers=1)
+    report = evaluate_checkpoint(str(tree / "final"), ["curriculum:heldout_instances", "curriculum:heldout_families"], **kwargs)
+    (seen, none) = families(report)
+    assert seen and seen <= set(DEFAULT_FAMILIES) and none == set()
+    report = evaluate_checkpoint(str(tree / "final"), ["curriculum:heldout_families"], all_families=True, **kwargs)
+    (held_out,) = families(report)
+    assert len(held_out) == 3 and not held_out & set(DEFAULT_FAMILIES)

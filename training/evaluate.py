@@ -228,29 +228,40 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
 
 
 def load_specs(specs: list, limit: int = 0) -> list:
-    """[(spec, problems)], each cut to `limit` problems when limit > 0."""
+    """[(spec, problems)], each cut to `limit` problems spread over the list when limit > 0."""
     from training.problems import load_problems
 
-    out = []
-    for spec in specs:
-        problems = load_problems(spec)
-        out.append((spec, problems[:limit] if limit and limit > 0 else problems))
-    return out
+    from training.build import spread
+
+    return [(spec, spread(load_problems(spec), limit if limit and limit > 0 else 0)) for spec in specs]
 
 
 def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: int = 1, ks=(1,), limit: int = 0,
                         num_samples_rerank: int = 0, num_tests: int = 5, device: str = "auto",
                         temperature: float | None = None, max_new_tokens=None, workers: int | None = None,
-                        progress: bool = True) -> dict:
-    """Load a checkpoint directory and evaluate it on each problem spec."""
+                        progress: bool = True, all_families: bool = False) -> dict:
+    """Load a checkpoint directory and evaluate it on each problem spec.
+
+    Curriculum problems are restricted to the families the run trained on
+    (its config's `families`) unless `all_families`; a source left empty is
+    reported with no problems.
+    """
     from training.checkpoint import require_checkpoint_dir
     from training.loading import load_players
 
     require_checkpoint_dir(checkpoint_dir)
-    sources = load_specs(specs, limit)  # a bad spec fails before the models load
+    sources = load_specs(specs)  # a bad spec fails before the models load
     generator, discriminator, config, metrics = load_players(
         checkpoint_dir, device=device, discriminator=bool(num_samples_rerank and num_samples_rerank > 1)
     )
+    if config.families and not all_families:
+        sources = [
+            (spec, [p for p in problems if p.source != "curriculum" or p.family in config.families])
+            for spec, problems in sources
+        ]
+    from training.build import spread
+
+    sources = [(spec, spread(problems, limit if limit and limit > 0 else 0)) for spec, problems in sources]
     budgets = _budgets(max_new_tokens, config.max_new_tokens)
     report = _header(checkpoint_dir, n, ks, num_samples_rerank)
     report["checkpoint_stage"] = metrics.get("stage_id")
@@ -372,6 +383,8 @@ def parse_args(argv):
     parser.add_argument("--output", help="write the full report (per-problem rows included) as JSON")
     parser.add_argument("--markdown", help="write the summary table as Markdown")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--all-families", action="store_true",
+                        help="curriculum problems of every family (default: only the families the checkpoint's run trained on)")
     return parser.parse_args(argv)
 
 
@@ -410,6 +423,7 @@ def run(args) -> int:
             args.checkpoint, specs, n=args.n, ks=ks, limit=args.limit, num_samples_rerank=args.num_samples_rerank,
             num_tests=args.num_tests, device=args.device, temperature=args.temperature,
             max_new_tokens=args.max_new_tokens, workers=args.workers, progress=not args.no_progress,
+            all_families=args.all_families,
         )
 
     # ------------------------------------------------------------------ report
