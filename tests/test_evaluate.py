@@ -11,6 +11,8 @@ from training.evaluate import evaluate_samples, main as evaluate_main, pass_at_k
 from training.problems import Problem
 from training.ranking import codet_rank, group_by_passes, infer_entry_point, pass_matrix
 
+from checkpoints_helper import write_checkpoints
+
 
 # ================================================================== pass@k
 @pytest.mark.parametrize(
@@ -342,19 +344,8 @@ def test_sampling_n_at_temperature_zero_is_refused():
 # ================================================================== the CLI on a real checkpoint
 @pytest.fixture(scope="module")
 def checkpoint_dir(tmp_path_factory):
-    from sandbox import Sandbox
-    from training.adversarial_trainer import AdversarialTrainer
-    from training.build import build_players
-    from training.config import TrainingConfig
-
-    root = tmp_path_factory.mktemp("checkpoints")
-    config = TrainingConfig(device="cpu", checkpoint_dir=str(root), plot=False, progress=False)
-    generator, discriminator = build_players(config)
-    with Sandbox(timeout_s=2.0, memory_mb=512, workers=1) as sandbox:
-        AdversarialTrainer(generator, discriminator, sandbox, config).save_checkpoint(
-            str(root / "stage_2"), 2, {"generator": {"avg_reward": 0.0}, "discriminator": {}}
-        )
-    return root / "stage_2"
+    metrics = {"generator": {"avg_reward": 0.0}, "discriminator": {}}
+    return write_checkpoints(tmp_path_factory.mktemp("checkpoints"), {"stage_2": (2, metrics)}) / "stage_2"
 
 
 def test_cli_evaluates_a_checkpoint_with_rerank(checkpoint_dir, tmp_path, capsys):

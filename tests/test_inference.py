@@ -18,6 +18,8 @@ import torch
 import inference
 from training import checkpoint as ckpt
 
+from checkpoints_helper import write_checkpoints
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENS = "8"  # a shrunken budget per stage keeps each run to a few seconds
 PROBLEM = "Implement a function `reverse_string(s)` that reverses a string"
@@ -27,21 +29,8 @@ STAGE_NAMES = ["Informal Reasoning", "Structured Reasoning", "Pseudocode", "Cons
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     """checkpoints/stage_1 and checkpoints/final written by AdversarialTrainer.save_checkpoint."""
-    from sandbox import Sandbox
-    from training.adversarial_trainer import AdversarialTrainer
-    from training.build import build_players
-    from training.config import TrainingConfig
-
-    root = tmp_path_factory.mktemp("checkpoints")
-    config = TrainingConfig(device="cpu", checkpoint_dir=str(root), plot=False, progress=False)
-    generator, discriminator = build_players(config)
-    with Sandbox(timeout_s=2.0, memory_mb=512, workers=1) as sandbox:
-        trainer = AdversarialTrainer(generator, discriminator, sandbox, config)
-        metrics = {"generator": {"avg_reward": 0.25}, "discriminator": {"accuracy": 0.5}}
-        trainer.save_checkpoint(str(root / "stage_1"), 1, metrics)
-        trainer.completed_stage = 1
-        trainer.save_final(metrics)
-    return root
+    metrics = {"generator": {"avg_reward": 0.25}, "discriminator": {"accuracy": 0.5}}
+    return write_checkpoints(tmp_path_factory.mktemp("checkpoints"), {"stage_1": (1, metrics)}, final=True)
 
 
 def run_main(capsys, *argv):

@@ -7,23 +7,14 @@ import torch
 
 from training import checkpoint as ckpt
 
+from checkpoints_helper import write_checkpoints
+
 
 @pytest.fixture(scope="module")
 def stage_3(tmp_path_factory):
     """checkpoints/stage_3 as the trainer writes it, from untrained tiny players."""
-    from sandbox import Sandbox
-    from training.adversarial_trainer import AdversarialTrainer
-    from training.build import build_players
-    from training.config import TrainingConfig
-
-    root = tmp_path_factory.mktemp("checkpoints")
-    config = TrainingConfig(device="cpu", checkpoint_dir=str(root), plot=False, progress=False)
-    generator, discriminator = build_players(config)
-    with Sandbox(timeout_s=2.0, memory_mb=512, workers=1) as sandbox:
-        trainer = AdversarialTrainer(generator, discriminator, sandbox, config)
-        trainer.completed_stage = 3
-        trainer.save_checkpoint(str(root / "stage_3"), 3, {"generator": {"avg_reward": 0.5}, "discriminator": {}})
-    return root / "stage_3"
+    metrics = {"generator": {"avg_reward": 0.5}, "discriminator": {}}
+    return write_checkpoints(tmp_path_factory.mktemp("checkpoints"), {"stage_3": (3, metrics)}) / "stage_3"
 
 
 def test_load_weights_and_generate_a_stage_as_the_guide_shows(stage_3):
