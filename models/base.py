@@ -439,15 +439,26 @@ class CausalLMWrapper:
 
     # ------------------------------------------------------------------ reference model
 
-    def make_reference_model(self, offload: bool = False) -> ReferenceModel:
+    def make_reference_model(self, offload: bool = False, state_dict: dict | None = None) -> ReferenceModel:
         """A frozen copy of the current policy for the KL term (eval mode, no gradients).
 
         With LoRA the reference is the same model with its adapters disabled, so no
         copy is made. With `offload`, the copy is kept on CPU between calls.
+        `state_dict` (whole tensors) builds the copy from the config and these
+        weights instead of copying `self.model`: for a model that FSDP sharded.
         """
         if self.use_lora:
             return ReferenceModel(self.model, self.device, adapters_disabled=True)
-        reference = copy.deepcopy(self.model)
+        if state_dict is not None:
+            from transformers import AutoModelForCausalLM
+
+            reference = AutoModelForCausalLM.from_config(
+                self.model.config, dtype=self.dtype, trust_remote_code=self.trust_remote_code
+            )
+            reference.load_state_dict(state_dict)
+            reference.to(self.device)
+        else:
+            reference = copy.deepcopy(self.model)
         reference.eval()
         reference.requires_grad_(False)
         if self.gradient_checkpointing:

@@ -9,7 +9,9 @@ two hooks on AdversarialTrainer:
   identical weights at the end prove the broadcast from rank 0 and the averaged
   gradients, not merely equal seeds;
 - it writes OUT_DIR/rank<R>.json: world size, and a sha256 per parameter of
-  both players right after the trainer is built and after training.
+  both players right after the trainer is built and after training (whole
+  tensors, gathered under FSDP), whether FSDP sharded the players, and the
+  share of the generator's optimizer state that the rank holds.
 
 After training, in the same process group, it also measures one property of
 Distributed.average_gradients alone: how far AdamW moves a parameter that no
@@ -45,9 +47,21 @@ def digests(generator, discriminator) -> dict:
         if module is None:
             continue
         for name, p in module.named_parameters():
+            p = p.full_tensor() if hasattr(p, "full_tensor") else p  # FSDP: every rank gathers the whole
             data = p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
             out[f"{role}/{name}"] = hashlib.sha256(data).hexdigest()
     return out
+
+
+def optimizer_state_share(optimizer) -> float:
+    """The share of the generator's AdamW state tensors that this rank holds (1.0 unsharded)."""
+    local = whole = 0
+    for state in optimizer.state.values():
+        for value in state.values():
+            if torch.is_tensor(value) and value.dim() > 0:
+                whole += value.numel()  # a DTensor's numel is the whole tensor's
+                local += value.to_local().numel() if hasattr(value, "to_local") else value.numel()
+    return local / whole
 
 
 def unused_parameter_moved() -> float:
@@ -93,6 +107,8 @@ def main() -> int:
     def train_and_record(self, *args, **kwargs):
         result = original_train(self, *args, **kwargs)
         record["final"] = digests(self.generator, self.discriminator)
+        record["sharded"] = self.dist.is_sharded(self.generator.model) and self.dist.is_sharded(self.discriminator.model)
+        record["optimizer_state_share"] = optimizer_state_share(self.generator_optimizer)
         return result
 
     AdversarialTrainer.__init__, AdversarialTrainer.train = init, train_and_record

@@ -82,6 +82,21 @@ class AdversarialTrainer:
         self.config = config
         self.device = generator.device
         self.rng = random.Random(config.seed)
+        if self.dist.enabled:
+            # same weights everywhere (the scoring head is initialised from each rank's RNG),
+            # then different samples on each rank
+            self.dist.broadcast_parameters(generator.model)
+            for module in self._discriminator_modules():
+                self.dist.broadcast_parameters(module)
+            # FSDP launches shard the LMs here, before the optimizers take their parameters
+            self.dist.prepare_model(generator.model)
+            self.dist.prepare_model(discriminator.model)
+            torch.manual_seed(config.seed + 1000 * self.dist.rank)
+            if config.problems_per_batch < self.dist.world_size:
+                raise UserError(
+                    f"problems_per_batch={config.problems_per_batch} is smaller than the {self.dist.world_size} processes; "
+                    "give every process at least one problem"
+                )
         self.generator_optimizer = torch.optim.AdamW(
             [p for p in generator.model.parameters() if p.requires_grad], lr=config.generator_lr, weight_decay=0.0
         )
@@ -101,18 +116,6 @@ class AdversarialTrainer:
         self.start_time = time.time()
         self.log = MetricsLog(config.checkpoint_dir, enabled=self.dist.is_main, progress=config.progress)
         self._prefix_cache: dict = {}
-        if self.dist.enabled:
-            # same weights everywhere (the scoring head is initialised from each rank's RNG),
-            # then different samples on each rank
-            self.dist.broadcast_parameters(generator.model)
-            for module in self._discriminator_modules():
-                self.dist.broadcast_parameters(module)
-            torch.manual_seed(config.seed + 1000 * self.dist.rank)
-            if config.problems_per_batch < self.dist.world_size:
-                raise UserError(
-                    f"problems_per_batch={config.problems_per_batch} is smaller than the {self.dist.world_size} processes; "
-                    "give every process at least one problem"
-                )
 
     # ================================================================== public API
     def train(self, problems: list, eval_problems: list | None = None) -> dict:
@@ -258,7 +261,7 @@ class AdversarialTrainer:
         for _ in range(steps):
             k = rng.randint(1, 4)
             batch = [with_gold[rng.randrange(len(with_gold))] for _ in range(self.config.problems_per_batch)]
-            with torch.no_grad():
+            with torch.no_grad(), self.dist.gathered(self.generator.model):
                 ro = self.generator.sample(
                     [build_prompt(p.prompt, p.gold_stages[: k - 1], k) for p in batch],
                     max_new_tokens=self.config.max_new_tokens[k - 1], temperature=self.config.temperature,
@@ -291,13 +294,12 @@ class AdversarialTrainer:
             chunk = []
             for pool in rng.choices(pools, weights=weights, k=bs):
                 chunk.append(pool[rng.randrange(len(pool))])
-            loss = player.sft_loss([p for p, _ in chunk], [c for _, c in chunk])
             optimizer.zero_grad(set_to_none=True)
+            # one forward and backward per rank and step: under FSDP the per-layer collectives line up
+            loss = player.sft_loss([p for p, _ in chunk], [c for _, c in chunk])
             loss.backward()
-            self.dist.average_gradients(params)
-            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)  # free gradients until the next step needs them
+            self.dist.sync_gradients(player.model, params)
+            self._optimizer_step(optimizer, params)
             schedule.step()
             recent.append(loss.item())  # a CPU-GPU sync point, once per step is fine
             recent = recent[-20:]
@@ -313,7 +315,7 @@ class AdversarialTrainer:
         prefixes = self.prefixes(problems, stage_id)
         prompts = [build_prompt(p.prompt, prefix, stage_id) for p, prefix in zip(problems, prefixes)]
         self.generator.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), self.dist.gathered(self.generator.model):
             ro = self.generator.sample(
                 prompts,
                 num_samples=config.group_size,
@@ -344,9 +346,10 @@ class AdversarialTrainer:
 
     def generate_chains(self, problems: list, upto: int = 5, start: list | None = None) -> list:
         """Greedy stages len(start)+1..upto for each problem, with this run's token budgets."""
-        return generate_chains(
-            self.generator, [p.prompt for p in problems], self.config.max_new_tokens, upto=upto, start=start
-        )
+        with self.dist.gathered(self.generator.model):
+            return generate_chains(
+                self.generator, [p.prompt for p in problems], self.config.max_new_tokens, upto=upto, start=start
+            )
 
     # ======================================================================== score
     def score(self, batch: StageBatch) -> list:
@@ -377,7 +380,7 @@ class AdversarialTrainer:
     def discriminator_scores(self, items: list) -> list:
         """Probabilities from the scoring head, no gradient."""
         self.discriminator.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), self.dist.gathered(self.discriminator.model):
             logits = self.discriminator.score_batch(items)
         return torch.sigmoid(logits.float()).tolist()
 
@@ -408,7 +411,7 @@ class AdversarialTrainer:
         T = max(2, self.config.num_generated_tests)
         prompts = [build_test_prompt(p.prompt, p.entry_point) for p in problems]
         self.discriminator.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), self.dist.gathered(self.discriminator.model):
             ro = self.discriminator.sample(prompts, num_samples=T, max_new_tokens=96, temperature=self.config.test_temperature)
         sample_tests, pooled = [], []
         for b, problem in enumerate(problems):
@@ -475,7 +478,7 @@ class AdversarialTrainer:
         ro = batch.rollout
         beta = self.config.kl_beta
         model = self.generator.model
-        with torch.no_grad():
+        with torch.no_grad(), self.dist.gathered(model):
             # log-probs under the sampling distribution, softmax(logits / T), like the samples
             T = self.config.temperature
             # With one pass over fresh samples the policy is the sampling policy, so the
@@ -487,30 +490,29 @@ class AdversarialTrainer:
         kl_sum = loss_sum = 0.0
         for _epoch in range(self.config.policy_epochs):
             self.generator_optimizer.zero_grad(set_to_none=True)
-            for c, idx in enumerate(self._chunks(keep)):
-                completion_mask = ro.completion_mask[idx].to(self.device).float()  # (n, C)
-                per_token_logps = self.generator.per_token_logps(
-                    ro.prompt_ids[idx].to(self.device), ro.prompt_mask[idx].to(self.device),
-                    ro.completion_ids[idx].to(self.device), ro.completion_mask[idx].to(self.device), temperature=T,
-                )  # (n, C)
-                adv = advantages[idx].to(self.device).unsqueeze(1)  # (n, 1)
-                old = old_logps[c] if old_logps is not None else per_token_logps.detach()
-                ratio = torch.exp(per_token_logps - old)  # (n, C)
-                clipped = torch.clamp(ratio, 1 - self.config.clip_range, 1 + self.config.clip_range)
-                per_token_loss = -torch.min(ratio * adv, clipped * adv)  # (n, C)
-                if ref_logps is not None:
-                    delta = ref_logps[c] - per_token_logps
-                    per_token_kl = torch.exp(delta) - delta - 1  # (n, C), k3 estimator, >= 0
-                    per_token_loss = per_token_loss + beta * per_token_kl
-                    kl_sum += _masked_mean_per_seq(per_token_kl.detach(), completion_mask).sum().item()
-                seq_loss = _masked_mean_per_seq(per_token_loss, completion_mask)  # (n,)
-                loss = seq_loss.sum() / norm
-                loss.backward()
-                loss_sum += loss.item()
-            self.dist.average_gradients(params)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
-            self.generator_optimizer.step()
-            self.generator_optimizer.zero_grad(set_to_none=True)  # no gradients held through rollouts
+            with self.dist.gathered(model):  # FSDP: ranks run different numbers of micro-batches
+                for c, idx in enumerate(self._chunks(keep)):
+                    completion_mask = ro.completion_mask[idx].to(self.device).float()  # (n, C)
+                    per_token_logps = self.generator.per_token_logps(
+                        ro.prompt_ids[idx].to(self.device), ro.prompt_mask[idx].to(self.device),
+                        ro.completion_ids[idx].to(self.device), ro.completion_mask[idx].to(self.device), temperature=T,
+                    )  # (n, C)
+                    adv = advantages[idx].to(self.device).unsqueeze(1)  # (n, 1)
+                    old = old_logps[c] if old_logps is not None else per_token_logps.detach()
+                    ratio = torch.exp(per_token_logps - old)  # (n, C)
+                    clipped = torch.clamp(ratio, 1 - self.config.clip_range, 1 + self.config.clip_range)
+                    per_token_loss = -torch.min(ratio * adv, clipped * adv)  # (n, C)
+                    if ref_logps is not None:
+                        delta = ref_logps[c] - per_token_logps
+                        per_token_kl = torch.exp(delta) - delta - 1  # (n, C), k3 estimator, >= 0
+                        per_token_loss = per_token_loss + beta * per_token_kl
+                        kl_sum += _masked_mean_per_seq(per_token_kl.detach(), completion_mask).sum().item()
+                    seq_loss = _masked_mean_per_seq(per_token_loss, completion_mask)  # (n,)
+                    loss = seq_loss.sum() / norm
+                    loss.backward()
+                    loss_sum += loss.item()
+                self.dist.sync_gradients(model, params)
+            grad_norm = self._optimizer_step(self.generator_optimizer, params)
         epochs = self.config.policy_epochs
         stats.update(kl=kl_sum / max(len(keep), 1) / epochs, policy_loss=loss_sum / epochs, grad_norm=float(grad_norm))
         return stats
@@ -560,15 +562,16 @@ class AdversarialTrainer:
             return {}
         self.discriminator_optimizer.zero_grad(set_to_none=True)
         stats = {}
-        if items:
-            self.discriminator.model.train()
-            logits = self.discriminator.score_batch(items, grad=True).float()  # (2M,)
-            target = torch.tensor(labels, device=logits.device)
-            loss = F.binary_cross_entropy_with_logits(logits, target)
-            loss.backward()
-            accuracy = ((logits.detach() > 0).float() == target).float().mean().item()
-            stats = {"disc_loss": loss.item(), "disc_accuracy": accuracy}
-        self._discriminator_step()
+        with self.dist.gathered(self.discriminator.model):
+            if items:
+                self.discriminator.model.train()
+                logits = self.discriminator.score_batch(items, grad=True).float()  # (2M,)
+                target = torch.tensor(labels, device=logits.device)
+                loss = F.binary_cross_entropy_with_logits(logits, target)
+                loss.backward()
+                accuracy = ((logits.detach() > 0).float() == target).float().mean().item()
+                stats = {"disc_loss": loss.item(), "disc_accuracy": accuracy}
+            self._discriminator_step()
         return stats
 
     def _update_test_writer(self, batch: StageBatch) -> dict:
@@ -596,26 +599,33 @@ class AdversarialTrainer:
         ro = tb.rollout
         self.discriminator.model.train()
         self.discriminator_optimizer.zero_grad(set_to_none=True)
-        for idx in self._chunks(keep):
-            per_token_logps = self.discriminator.per_token_logps(
-                ro.prompt_ids[idx].to(self.device), ro.prompt_mask[idx].to(self.device),
-                ro.completion_ids[idx].to(self.device), ro.completion_mask[idx].to(self.device),
-                temperature=self.config.test_temperature,
-            )  # (n, C)
-            mask = ro.completion_mask[idx].to(self.device).float()
-            adv = advantages[idx].to(self.device).unsqueeze(1)  # (n, 1)
-            # one gradient step on fresh samples: ratio == 1, so the clipped loss is plain REINFORCE
-            loss = (_masked_mean_per_seq(-per_token_logps * adv, mask)).sum() / norm
-            loss.backward()
-        self._discriminator_step()
+        with self.dist.gathered(self.discriminator.model):  # FSDP: ranks run different numbers of micro-batches
+            for idx in self._chunks(keep):
+                per_token_logps = self.discriminator.per_token_logps(
+                    ro.prompt_ids[idx].to(self.device), ro.prompt_mask[idx].to(self.device),
+                    ro.completion_ids[idx].to(self.device), ro.completion_mask[idx].to(self.device),
+                    temperature=self.config.test_temperature,
+                )  # (n, C)
+                mask = ro.completion_mask[idx].to(self.device).float()
+                adv = advantages[idx].to(self.device).unsqueeze(1)  # (n, 1)
+                # one gradient step on fresh samples: ratio == 1, so the clipped loss is plain REINFORCE
+                loss = (_masked_mean_per_seq(-per_token_logps * adv, mask)).sum() / norm
+                loss.backward()
+            self._discriminator_step()
         return stats
 
     def _discriminator_step(self) -> None:
+        """Synchronise the discriminator's gradients (inside its `gathered` block), clip, step."""
         params = [p for p in self._discriminator_parameters() if p.requires_grad]
-        self.dist.average_gradients(params)
-        torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
-        self.discriminator_optimizer.step()
-        self.discriminator_optimizer.zero_grad(set_to_none=True)
+        self.dist.sync_gradients(self.discriminator.model, params)
+        self._optimizer_step(self.discriminator_optimizer, params)
+
+    def _optimizer_step(self, optimizer, params: list) -> torch.Tensor:
+        """Clip the (already averaged) gradients, step, and free them; returns the norm before clipping."""
+        grad_norm = self.dist.clip_grad_norm(params, self.config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # no gradients held through rollouts
+        return grad_norm
 
     def _discriminator_modules(self) -> list:
         head = getattr(self.discriminator, "score_head", None)
@@ -656,7 +666,14 @@ class AdversarialTrainer:
 
     # ================================================================== checkpoints
     def save_checkpoint(self, path: str, stage_id: int, metrics: dict) -> None:
-        """Write generator.pt, discriminator.pt and metrics.json into `path`, atomically (main process only)."""
+        """Write generator.pt, discriminator.pt and metrics.json into `path`, atomically (main process writes).
+
+        Every rank calls it: under FSDP the weights and optimizer state are gathered whole first.
+        """
+        states = self.dist.full([
+            self.generator.model_state_dict(), self.generator_optimizer.state_dict(),
+            self.discriminator.model_state_dict(), self.discriminator_optimizer.state_dict(),
+        ])
         if not self.dist.is_main:
             return
         config = self.config
@@ -673,14 +690,14 @@ class AdversarialTrainer:
         gen = {
             **common,
             **_player_info(self.generator),
-            "model_state_dict": self.generator.model_state_dict(),
-            "optimizer_state_dict": self.generator_optimizer.state_dict(),
+            "model_state_dict": states[0],
+            "optimizer_state_dict": states[1],
         }
         disc = {
             **common,
             **_player_info(self.discriminator),
-            "model_state_dict": self.discriminator.model_state_dict(),
-            "optimizer_state_dict": self.discriminator_optimizer.state_dict(),
+            "model_state_dict": states[2],
+            "optimizer_state_dict": states[3],
         }
 
         def write(tmp):
@@ -692,14 +709,14 @@ class AdversarialTrainer:
 
     def save_final(self, metrics: dict) -> None:
         """final/: the last stage's weights (hard-linked), its metrics, and the full config."""
-        if not self.dist.is_main:
-            return
         config = self.config
         final = os.path.join(config.checkpoint_dir, "final")
         source = os.path.join(config.checkpoint_dir, f"stage_{self.completed_stage}")
-        if not os.path.isdir(source):
-            self.save_checkpoint(final, self.completed_stage, metrics or {})
+        if not self.dist.gather(os.path.isdir(source))[0]:  # rank 0's view: every rank takes one branch
+            self.save_checkpoint(final, self.completed_stage, metrics or {})  # all ranks: a collective under FSDP
             source = final
+        if not self.dist.is_main:
+            return
 
         def write(tmp):
             for name in (ckpt.GENERATOR_FILE, ckpt.DISCRIMINATOR_FILE, ckpt.METRICS_FILE):
@@ -721,8 +738,10 @@ class AdversarialTrainer:
             self.discriminator.load_model_state(disc["model_state_dict"], disc)
         if load_optimizer:
             self.generator_optimizer.load_state_dict(gen["optimizer_state_dict"])
+            self.dist.shard_optimizer_state(self.generator_optimizer)  # FSDP: whole tensors become shards
             if disc is not None:
                 self.discriminator_optimizer.load_state_dict(disc["optimizer_state_dict"])
+                self.dist.shard_optimizer_state(self.discriminator_optimizer)
             # the saved state carries the old run's learning rates; this run's config wins
             _set_lr(self.generator_optimizer, self.config.generator_lr)
             _set_lr(self.discriminator_optimizer, self.config.discriminator_lr)
@@ -750,7 +769,11 @@ class AdversarialTrainer:
 
     # ====================================================================== helpers
     def _make_reference(self):
-        return self.generator.make_reference_model(offload=self.config.offload_reference)
+        state = None
+        if self.dist.is_sharded(self.generator.model) and not self.generator.use_lora:
+            # a whole local copy on every rank: the reference then needs no collectives
+            state = self.dist.full_everywhere(self.generator.model.state_dict())
+        return self.generator.make_reference_model(offload=self.config.offload_reference, state_dict=state)
 
     def _problem_order(self, problems: list) -> list:
         order = list(problems)
