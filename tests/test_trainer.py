@@ -187,3 +187,31 @@ def test_no_problems_is_one_clear_error(tmp_path, sandbox):
     trainer = make_trainer(tmp_path, sandbox)
     with pytest.raises(UserError, match="no training problems"):
         trainer.train([])
+
+
+def test_informative_sampling_favours_families_whose_groups_had_spread(tmp_path, sandbox):
+    from types import SimpleNamespace
+
+    trainer = make_trainer(tmp_path, sandbox, "--problem_sampling=informative", "--problems_per_batch=4")
+    pool = [SimpleNamespace(family=f, id=f"{f}{i}") for f in ("taught", "hopeless") for i in range(10)]
+    # two stage-5 groups of 3 samples: the "taught" one has spread, the "hopeless" one all fail
+    batch = SimpleNamespace(problems=[pool[0], pool[10]], group_size=3)
+    for _ in range(10):
+        trainer._note_spread(batch, torch.tensor([True] * 3 + [False] * 3))
+    assert trainer.family_spread["taught"] == pytest.approx(1.0)
+    assert trainer.family_spread["hopeless"] < 0.15
+    drawn = []
+    for step in range(100):
+        trainer.global_step = step
+        chosen = trainer._informative_batch(pool, 4)
+        assert len({p.id for p in chosen}) == 4  # distinct problems within a batch
+        drawn += [p.family for p in chosen]
+    share = drawn.count("hopeless") / len(drawn)
+    assert 0.02 < share < 0.3  # rarer than the uniform 50%, but never dropped (the floor)
+
+
+def test_informative_sampling_trains_a_stage(tmp_path, sandbox, problems):
+    trainer = make_trainer(tmp_path, sandbox, "--problem_sampling=informative", "--iterations_per_stage=2")
+    trainer.train_stage(5, problems)
+    assert set(trainer.family_spread) <= {p.family for p in problems} and trainer.family_spread
+    assert all(0.0 <= v <= 1.0 for v in trainer.family_spread.values())

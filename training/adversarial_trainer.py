@@ -116,6 +116,7 @@ class AdversarialTrainer:
         self.start_time = time.time()
         self.log = MetricsLog(config.checkpoint_dir, enabled=self.dist.is_main, progress=config.progress)
         self._prefix_cache: dict = {}
+        self.family_spread: dict = {}  # family -> running share of its groups with reward spread
 
     # ================================================================== public API
     def train(self, problems: list, eval_problems: list | None = None) -> dict:
@@ -143,6 +144,7 @@ class AdversarialTrainer:
         self._check_problems(problems)
         config = self.config
         self._prefix_cache.clear()
+        self.family_spread.clear()  # spread at stages 1-4 (discriminator scores) says nothing about stage 5
         self.reference_model = self._make_reference() if config.kl_beta > 0 else None
         stage_start = time.time()
         order = self._problem_order(problems)
@@ -151,7 +153,10 @@ class AdversarialTrainer:
         bar = self.log.progress_bar(iterations, f"stage {stage_id}")
         for iteration in range(iterations):
             t0 = time.time()
-            global_batch = [order[(iteration * config.problems_per_batch + i) % len(order)] for i in range(config.problems_per_batch)]
+            if config.problem_sampling == "informative":
+                global_batch = self._informative_batch(problems, config.problems_per_batch)
+            else:
+                global_batch = [order[(iteration * config.problems_per_batch + i) % len(order)] for i in range(config.problems_per_batch)]
             batch_problems = self.dist.shard(global_batch)
             row = {"stage": stage_id, "iteration": iteration}
             for _ in range(config.generator_steps):
@@ -159,6 +164,7 @@ class AdversarialTrainer:
                 batch = self._timed(timings, "rollout", self.rollout, stage_id, batch_problems)
                 self._timed(timings, "score", self.score, batch)
                 advantages, valid, frac_zero = self.compute_advantages(batch.rewards, batch.group_size)
+                self._note_spread(batch, valid)
                 stats = self._timed(timings, "update_generator", self.update_generator, batch, advantages, valid)
                 self.global_step += 1
             row.update(self._batch_stats(batch), frac_reward_zero_std=frac_zero, **stats)
@@ -774,6 +780,36 @@ class AdversarialTrainer:
             # a whole local copy on every rank: the reference then needs no collectives
             state = self.dist.full_everywhere(self.generator.model.state_dict())
         return self.generator.make_reference_model(offload=self.config.offload_reference, state_dict=state)
+
+    # Informative sampling: a group whose G rewards are all equal teaches nothing and is
+    # skipped. At stage 5 most groups are all-fail (or all-pass), and whole families stay
+    # that way for many iterations, so the sampler learns per family how often a group
+    # had spread and draws problems in proportion (never below SPREAD_FLOOR, so a family
+    # that was hopeless can come back).
+    SPREAD_FLOOR = 0.1
+    SPREAD_DECAY = 0.8  # weight of a family's history against its newest group
+
+    def _note_spread(self, batch: StageBatch, valid: torch.Tensor) -> None:
+        """Record, per family, whether each problem's group had reward spread (all ranks, same order)."""
+        mine = [(p.family or "", bool(valid[b * batch.group_size])) for b, p in enumerate(batch.problems)]
+        for family, spread in (row for part in self.dist.gather(mine) for row in part):
+            old = self.family_spread.get(family, 1.0)  # unseen families start optimistic
+            self.family_spread[family] = self.SPREAD_DECAY * old + (1 - self.SPREAD_DECAY) * float(spread)
+
+    def _informative_batch(self, problems: list, size: int) -> list:
+        """`size` distinct problems, families weighted by their spread rate (weighted sampling without replacement)."""
+        rng = random.Random(self.config.seed * 1000 + self.global_step)  # the same draw on every rank
+        counts: dict = {}
+        for p in problems:
+            counts[p.family or ""] = counts.get(p.family or "", 0) + 1
+        keys = []
+        for i, p in enumerate(problems):
+            family = p.family or ""
+            weight = max(self.family_spread.get(family, 1.0), self.SPREAD_FLOOR) / counts[family]
+            keys.append((rng.random() ** (1.0 / weight), i))  # Efraimidis-Spirakis: top keys win
+        chosen = sorted(keys, reverse=True)[: min(size, len(problems))]
+        batch = [problems[i] for _, i in chosen]
+        return [batch[i % len(batch)] for i in range(size)]
 
     def _problem_order(self, problems: list) -> list:
         order = list(problems)

@@ -99,6 +99,11 @@ class TrainingConfig:
         [1, 1, 1, 1, 40], "RL iterations per stage: one number for every stage, or a list of 5 (stages 1..5)."
     )
     problems_per_batch: int = _f(8, "Problems per RL iteration.")
+    problem_sampling: str = _f(
+        "uniform",
+        "How iterations pick problems: uniform (shuffled passes over the set) or informative "
+        "(families weighted by how often their groups had reward spread, so fewer groups are skipped).",
+    )
     group_size: int = _f(8, "Samples per problem (G) for group-relative advantages.")
     max_new_tokens: list = _f([80, 96, 96, 80, 128], "Token budget per stage output, stages 1..5.")
     temperature: float = _f(1.0, "Sampling temperature of rollouts.")
@@ -161,6 +166,8 @@ class TrainingConfig:
             raise UserError(f"group_size must be at least 2 (advantages are relative to the group), got {self.group_size}")
         if not 0.0 <= self.warmup.stage5_fraction <= 1.0:
             raise UserError(f"warmup.stage5_fraction must be between 0 and 1, got {self.warmup.stage5_fraction}")
+        if self.problem_sampling not in ("uniform", "informative"):
+            raise UserError(f"problem_sampling must be uniform or informative, got {self.problem_sampling!r}")
         if self.best_metric not in ("avg_reward", "pass_rate"):
             raise UserError(f"best_metric must be avg_reward or pass_rate, got {self.best_metric!r}")
         if self.temperature <= 0:
