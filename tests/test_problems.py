@@ -227,6 +227,22 @@ def test_load_problems_dispatches_on_the_spec(tmp_path):
     assert [p.id for p in load_problems(str(path))] == ["demo/add"]
 
 
+def test_a_curriculum_spec_can_ask_for_more_instances_per_family():
+    warmup = load_problems("curriculum:warmup")
+    more = load_problems("curriculum:train:60")
+    assert len(more) == 60 * len({p.family for p in more})
+    by_id = {p.id: p.prompt for p in more}
+    # the first 40 of each SFT family are the warm-up's own instances; the rest are new to it
+    assert all(by_id.get(p.id) == p.prompt for p in warmup)
+    assert len(more) > len(load_problems("curriculum:train"))
+
+
+@pytest.mark.parametrize("spec", ["curriculum:train:many", "curriculum:train:0", "curriculum:train:5:6"])
+def test_a_bad_instance_count_is_one_clear_error(spec):
+    with pytest.raises(UserError, match="per.family|instances per family"):
+        load_problems(spec)
+
+
 @pytest.mark.parametrize("spec", ["mbpp", "curriculum:test", "problems.json"])
 def test_load_problems_rejects_unknown_specs(spec):
     with pytest.raises(UserError) as err:

@@ -359,12 +359,18 @@ def load_humaneval() -> list[Problem]:
 
 
 def load_problems(spec: str) -> list[Problem]:
-    """"curriculum:<split>" | "humaneval" | a path to a .jsonl file."""
+    """"curriculum:<split>[:<instances per family>]" | "humaneval" | a path to a .jsonl file."""
     from training.curriculum import SPLITS, load_curriculum  # the curriculum imports Problem from here
 
     spec = str(spec).strip()
     if spec.startswith("curriculum:"):
-        return load_curriculum(spec.split(":", 1)[1])
+        parts = spec.split(":")
+        if len(parts) > 3 or (len(parts) == 3 and not parts[2].isdigit()):
+            raise UserError(
+                f"bad curriculum source {spec!r}; use curriculum:<split> or curriculum:<split>:<instances per family>, "
+                "e.g. curriculum:train:200"
+            )
+        return load_curriculum(parts[1], int(parts[2]) if len(parts) == 3 else None)
     if spec == "humaneval":
         return load_humaneval()
     if spec.endswith(".jsonl"):
