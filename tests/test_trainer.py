@@ -215,3 +215,12 @@ def test_informative_sampling_trains_a_stage(tmp_path, sandbox, problems):
     trainer.train_stage(5, problems)
     assert set(trainer.family_spread) <= {p.family for p in problems} and trainer.family_spread
     assert all(0.0 <= v <= 1.0 for v in trainer.family_spread.values())
+
+
+def test_warm_up_uses_the_configured_threads_and_restores_the_rl_setting(tmp_path, sandbox, monkeypatch):
+    trainer = make_trainer(tmp_path, sandbox, "--warmup.cpu_threads=2")
+    seen = []
+    monkeypatch.setattr(trainer, "_warmup", lambda problems: seen.append(torch.get_num_threads()) or {})
+    torch.set_num_threads(1)
+    trainer.warmup()
+    assert seen == [2] and torch.get_num_threads() == 1

@@ -205,6 +205,17 @@ class AdversarialTrainer:
     # ====================================================================== warm-up
     def warmup(self, problems: list | None = None) -> dict:
         """Supervised warm-up: the generator on gold chains, the test writer on reference tests."""
+        before = torch.get_num_threads()
+        if self.device.type == "cpu":
+            # no sandbox workers compete during warm-up: matrix multiplies may take every core
+            cores = self.config.warmup.cpu_threads or max(1, _usable_cores() // self.dist.world_size)
+            torch.set_num_threads(cores)
+        try:
+            return self._warmup(problems)
+        finally:
+            torch.set_num_threads(before)
+
+    def _warmup(self, problems: list | None) -> dict:
         from training.build import load_run_problems
 
         wc = self.config.warmup
@@ -872,6 +883,14 @@ class AdversarialTrainer:
 
 
 # ======================================================================== utilities
+def _usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), not every core of the host."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def _set_lr(optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -55,6 +55,9 @@ class WarmupConfig:
     discriminator_steps: int = _f(150, "Warm-up steps of the discriminator's test writer on reference tests.")
     scoring_head_steps: int = _f(30, "Warm-up steps of the scoring head: gold stage texts vs the warmed-up generator's samples.")
     problems: str = _f("curriculum:warmup", "Problem source with gold chains for warm-up.")
+    cpu_threads: int = _f(
+        0, "torch CPU threads during warm-up (0 = the machine's cores shared among processes): no sandbox runs then."
+    )
 
 
 @dataclass
