@@ -11,9 +11,14 @@ class UserError(Exception):
 def run_cli(run, *args, interrupted: str = "interrupted") -> int:
     """Call a CLI's `run(*args)`; a user's mistake becomes one `error:` line and exit status 2."""
     import sys
+    import warnings
 
     from sandbox import SandboxUnavailable
 
+    # Generated programs and tests are parsed many times a second; Python's SyntaxWarnings
+    # about them ("invalid decimal literal", "invalid escape sequence") would land between
+    # the progress bars. They say nothing about the run, so the CLIs do not print them.
+    warnings.filterwarnings("ignore", category=SyntaxWarning)
     try:
         return run(*args)
     except (UserError, SandboxUnavailable) as e:
