@@ -81,3 +81,13 @@ def test_shipped_configs_load():
 def test_default_yaml_is_the_dataclass_default():
     # `python train.py` and `TrainingConfig()` in a notebook must describe the same run
     assert TrainingConfig.from_yaml("configs/default.yaml") == TrainingConfig()
+
+
+def test_generator_lr_takes_one_number_or_one_per_stage():
+    one = TrainingConfig().with_overrides(["--generator_lr=2e-4"])
+    assert [one.generator_lr_at(k) for k in (1, 5)] == [2e-4, 2e-4]
+    per_stage = TrainingConfig().with_overrides(["--generator_lr=[1e-5, 1e-5, 1e-5, 1e-5, 1e-4]"])  # YAML reads 1e-5 as text
+    assert [per_stage.generator_lr_at(k) for k in range(1, 6)] == [1e-5] * 4 + [1e-4]
+    for bad in ("[1e-5, 1e-4]", "[1e-5, x, 1, 1, 1]", "-1"):
+        with pytest.raises(UserError, match="generator_lr"):
+            TrainingConfig().with_overrides([f"--generator_lr={bad}"])

@@ -224,3 +224,10 @@ def test_warm_up_uses_the_configured_threads_and_restores_the_rl_setting(tmp_pat
     torch.set_num_threads(1)
     trainer.warmup()
     assert seen == [2] and torch.get_num_threads() == 1
+
+
+def test_each_stage_trains_at_its_own_generator_lr(tmp_path, sandbox, problems):
+    trainer = make_trainer(tmp_path, sandbox, "--generator_lr=[1e-5, 2e-5, 3e-5, 4e-5, 1e-4]", "--kl_beta=0")
+    for stage_id, lr in ((2, 2e-5), (5, 1e-4)):
+        trainer.train_stage(stage_id, problems)
+        assert [g["lr"] for g in trainer.generator_optimizer.param_groups] == [lr]

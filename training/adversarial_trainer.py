@@ -98,7 +98,7 @@ class AdversarialTrainer:
                     "give every process at least one problem"
                 )
         self.generator_optimizer = torch.optim.AdamW(
-            [p for p in generator.model.parameters() if p.requires_grad], lr=config.generator_lr, weight_decay=0.0
+            [p for p in generator.model.parameters() if p.requires_grad], lr=config.generator_lr_at(1), weight_decay=0.0
         )
         self.discriminator_optimizer = torch.optim.AdamW(
             [p for p in self._discriminator_parameters() if p.requires_grad], lr=config.discriminator_lr, weight_decay=0.0
@@ -145,6 +145,7 @@ class AdversarialTrainer:
         config = self.config
         self._prefix_cache.clear()
         self.family_spread.clear()  # spread at stages 1-4 (discriminator scores) says nothing about stage 5
+        _set_lr(self.generator_optimizer, config.generator_lr_at(stage_id))
         self.reference_model = self._make_reference() if config.kl_beta > 0 else None
         stage_start = time.time()
         order = self._problem_order(problems)
@@ -760,7 +761,7 @@ class AdversarialTrainer:
                 self.discriminator_optimizer.load_state_dict(disc["optimizer_state_dict"])
                 self.dist.shard_optimizer_state(self.discriminator_optimizer)
             # the saved state carries the old run's learning rates; this run's config wins
-            _set_lr(self.generator_optimizer, self.config.generator_lr)
+            _set_lr(self.generator_optimizer, self.config.generator_lr_at(self.completed_stage + 1))
             _set_lr(self.discriminator_optimizer, self.config.discriminator_lr)
         self.completed_stage = int(gen.get("stage_id", 0))
         self.global_step = int(gen.get("step", 0))

@@ -112,7 +112,9 @@ class TrainingConfig:
     temperature: float = _f(1.0, "Sampling temperature of rollouts.")
     top_p: float = _f(1.0, "Nucleus sampling of rollouts.")
     # --- generator update ---
-    generator_lr: float = _f(1e-4, "Generator learning rate in the adversarial stages.")
+    generator_lr: float | list[float] = _f(
+        1e-4, "Generator learning rate in the adversarial stages: one number, or a list of 5 (stages 1..5)."
+    )
     kl_beta: float = _f(0.02, "Weight of the KL penalty to the frozen reference generator.")
     clip_range: float = _f(0.2, "PPO-style ratio clip for the policy-gradient loss.")
     policy_epochs: int = _f(1, "Gradient passes over each rollout batch (>1 makes the clip active).")
@@ -162,6 +164,12 @@ class TrainingConfig:
                 raise UserError(f"iterations_per_stage as a list must hold 5 non-negative integers, got {per_stage!r}")
         elif per_stage < 1:
             raise UserError(f"iterations_per_stage must be at least 1, got {per_stage}")
+        lr = self.generator_lr
+        if isinstance(lr, list):
+            if len(lr) != 5 or any(isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0 for x in lr):
+                raise UserError(f"generator_lr as a list must hold 5 non-negative numbers (stages 1..5), got {lr!r}")
+        elif lr < 0:
+            raise UserError(f"generator_lr must be non-negative, got {lr}")
         for name in ("problems_per_batch", "policy_epochs", "generator_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -177,6 +185,11 @@ class TrainingConfig:
             raise UserError(f"temperature must be positive for rollouts, got {self.temperature}")
         if self.sandbox.workers < 1 or self.sandbox.timeout_s <= 0 or self.sandbox.memory_mb < 32:
             raise UserError("sandbox needs workers >= 1, timeout_s > 0 and memory_mb >= 32")
+
+    def generator_lr_at(self, stage_id: int) -> float:
+        """The generator's learning rate at stage `stage_id`."""
+        lr = self.generator_lr
+        return float(lr[stage_id - 1]) if isinstance(lr, list) else float(lr)
 
     def iterations(self, stage_id: int) -> int:
         """RL iterations of stage `stage_id`."""
@@ -273,6 +286,11 @@ def _check_type(key: str, expected, value, source: str):
         if not isinstance(value, dict):
             raise UserError(f"{source}: {key} is a section; give it as a mapping or use dotted keys like --{key}.<name>=...")
         return expected(**_build_kwargs(expected, value, key + ".", source))
+    if typing.get_origin(expected) is list:  # list[float]: a list, each item checked
+        if not isinstance(value, list):
+            raise UserError(f"{source}: {key} must be a list, got {value!r} ({type(value).__name__})")
+        (item,) = typing.get_args(expected)
+        return [_check_type(f"{key}[{i}]", item, v, source) for i, v in enumerate(value)]
     members = typing.get_args(expected)
     if members:  # a union such as int | list: the first member the value fits
         for member in members:
