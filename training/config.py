@@ -113,7 +113,8 @@ class TrainingConfig:
     top_p: float = _f(1.0, "Nucleus sampling of rollouts.")
     # --- generator update ---
     generator_lr: float | list[float] = _f(
-        1e-4, "Generator learning rate in the adversarial stages: one number, or a list of 5 (stages 1..5)."
+        [1e-5, 1e-5, 1e-5, 1e-5, 1e-4],
+        "Generator learning rate in the adversarial stages: one number, or a list of 5 (stages 1..5).",
     )
     kl_beta: float = _f(0.02, "Weight of the KL penalty to the frozen reference generator.")
     clip_range: float = _f(0.2, "PPO-style ratio clip for the policy-gradient loss.")
