@@ -67,11 +67,11 @@ def main() -> int:
     clipped = sum(p.grad.full_tensor().pow(2).sum().item() for p in params) ** 0.5
 
     whole = dist.full(model.state_dict())  # whole tensors on rank 0 only
-    everywhere = dist.full_everywhere(model.state_dict())
+    everywhere = dist.full(model.state_dict(), everywhere=True)
     model.load_state_dict({k: torch.zeros_like(v) for k, v in everywhere.items()})  # whole tensors in, shards kept
-    zeroed = all(v.abs().max().item() == 0 for v in dist.full_everywhere(model.state_dict()).values())
+    zeroed = all(v.abs().max().item() == 0 for v in dist.full(model.state_dict(), everywhere=True).values())
     model.load_state_dict(everywhere)
-    restored = dist.full_everywhere(model.state_dict())
+    restored = dist.full(model.state_dict(), everywhere=True)
     record = {
         "sharded": dist.is_sharded(model),
         "max_grad_error": max(errors),

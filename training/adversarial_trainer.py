@@ -790,7 +790,7 @@ class AdversarialTrainer:
         state = None
         if self.dist.is_sharded(self.generator.model) and not self.generator.use_lora:
             # a whole local copy on every rank: the reference then needs no collectives
-            state = self.dist.full_everywhere(self.generator.model.state_dict())
+            state = self.dist.full(self.generator.model.state_dict(), everywhere=True)
         return self.generator.make_reference_model(offload=self.config.offload_reference, state_dict=state)
 
     # Informative sampling: a group whose G rewards are all equal teaches nothing and is

@@ -189,13 +189,11 @@ class TrainingConfig:
 
     def generator_lr_at(self, stage_id: int) -> float:
         """The generator's learning rate at stage `stage_id`."""
-        lr = self.generator_lr
-        return float(lr[stage_id - 1]) if isinstance(lr, list) else float(lr)
+        return float(_at_stage(self.generator_lr, stage_id))
 
     def iterations(self, stage_id: int) -> int:
         """RL iterations of stage `stage_id`."""
-        per_stage = self.iterations_per_stage
-        return per_stage[stage_id - 1] if isinstance(per_stage, list) else per_stage
+        return _at_stage(self.iterations_per_stage, stage_id)
 
     # ------------------------------------------------------------- conversions
     def to_dict(self) -> dict:
@@ -278,6 +276,11 @@ def _build_kwargs(cls, data: dict, prefix: str, source: str) -> dict:
             _unknown_key(full, names, cls)
         kwargs[key] = _check_type(full, _field_type(cls, key), value, source)
     return kwargs
+
+
+def _at_stage(value, stage_id: int):
+    """A setting given as one value for every stage, or as a list of 5 (stages 1..5)."""
+    return value[stage_id - 1] if isinstance(value, list) else value
 
 
 def _check_type(key: str, expected, value, source: str):

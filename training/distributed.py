@@ -208,41 +208,38 @@ class Distributed:
                 g.mul_(coef)
         return total
 
-    def full(self, obj):
-        """`obj` (a state dict, possibly nested) with every sharded tensor gathered whole onto the CPU.
+    def full(self, obj, everywhere: bool = False):
+        """`obj` (a state dict, possibly nested) with every sharded tensor gathered whole.
 
         A collective when anything is sharded: every rank calls it, in the same order.
-        Ranks other than 0 get None in place of gathered tensors (they only write on rank 0).
+        By default the whole tensors go to rank 0's CPU (the one that writes) and the other
+        ranks get None in their place; `everywhere` leaves them on every rank's device
+        (for a local copy of the model).
         """
         from torch.distributed.tensor import DTensor
 
         if isinstance(obj, DTensor):
             whole = obj.full_tensor()
+            if everywhere:
+                return whole
             return whole.cpu() if self.is_main else None
         if isinstance(obj, dict):
-            return {k: self.full(v) for k, v in obj.items()}
+            return {k: self.full(v, everywhere) for k, v in obj.items()}
         if isinstance(obj, list):
-            return [self.full(v) for v in obj]
+            return [self.full(v, everywhere) for v in obj]
         return obj
-
-    def full_everywhere(self, state: dict) -> dict:
-        """A state dict with sharded tensors gathered whole on every rank (for a local copy)."""
-        from torch.distributed.tensor import DTensor
-
-        return {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
 
     @staticmethod
     def shard_optimizer_state(optimizer) -> None:
         """After `optimizer.load_state_dict` of a whole-tensor state: shard each state tensor like its parameter."""
-        from torch.distributed.tensor import DTensor, distribute_tensor
+        from torch.distributed.tensor import DTensor
 
         for param, state in optimizer.state.items():
             if not isinstance(param, DTensor):
                 continue
             for key, value in state.items():
                 if torch.is_tensor(value) and not isinstance(value, DTensor) and tuple(value.shape) == tuple(param.shape):
-                    local = param.to_local()
-                    state[key] = distribute_tensor(value.to(local.device, local.dtype), param.device_mesh, param.placements)
+                    state[key] = _shard_like(value, param)
 
     # ------------------------------------------------------------------ data parallel
 
@@ -301,7 +298,7 @@ def _layer_classes(model) -> set:
 
 def _shard_incoming_state(module, state_dict, prefix, *args) -> None:
     """load_state_dict pre-hook of a sharded model: whole tensors (from a checkpoint) become shards."""
-    from torch.distributed.tensor import DTensor, distribute_tensor
+    from torch.distributed.tensor import DTensor
 
     current = module.state_dict()
     for key, value in list(state_dict.items()):
@@ -309,5 +306,12 @@ def _shard_incoming_state(module, state_dict, prefix, *args) -> None:
             continue
         target = current.get(key[len(prefix):])
         if isinstance(target, DTensor) and torch.is_tensor(value) and not isinstance(value, DTensor):
-            local = target.to_local()
-            state_dict[key] = distribute_tensor(value.to(local.device, local.dtype), target.device_mesh, target.placements)
+            state_dict[key] = _shard_like(value, target)
+
+
+def _shard_like(whole: torch.Tensor, like) -> object:
+    """`whole` split over the ranks as the DTensor `like` is (its mesh, placements, device and dtype)."""
+    from torch.distributed.tensor import distribute_tensor
+
+    local = like.to_local()
+    return distribute_tensor(whole.to(local.device, local.dtype), like.device_mesh, like.placements)
