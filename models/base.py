@@ -106,14 +106,28 @@ _DTYPES = {
 
 
 def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
-    """None or "auto": bf16 on CUDA, fp32 elsewhere."""
+    """The dtype the weights are stored in. None or "auto": fp32 (see `compute_dtype`)."""
     if dtype is None or dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in _DTYPES:
         return _DTYPES[dtype]
     raise UserError(f"dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
+
+
+def compute_dtype(dtype, device: torch.device) -> torch.dtype | None:
+    """The dtype forward passes autocast to, or None for none.
+
+    None or "auto" on CUDA is mixed precision: fp32 weights, optimizer state and
+    gradients, bf16 matrix multiplies. Pure bf16 weights (`dtype=bfloat16`) halve
+    the memory but AdamW then has no fp32 master copy, and small updates round
+    away: on an H200 the tiny model's warm-up in pure bf16 ended at 2.5% held-out
+    pass@1, against 17% in fp32 (README). Explicit dtypes are used as they are.
+    """
+    if (dtype is None or dtype == "auto") and device.type == "cuda":
+        return torch.bfloat16
+    return None
 
 
 # --------------------------------------------------------------------------- the wrapper
@@ -145,6 +159,7 @@ class CausalLMWrapper:
         self.model_name_or_path = model_name_or_path
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        self.compute_dtype = compute_dtype(dtype, self.device)
         self.use_lora = use_lora
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
@@ -195,6 +210,12 @@ class CausalLMWrapper:
         self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ helpers
+
+    def autocast(self):
+        """The context every forward pass runs in: bf16 autocast under mixed precision, else nothing."""
+        if self.compute_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.compute_dtype)
 
     @property
     def base_model(self):
@@ -314,9 +335,10 @@ class CausalLMWrapper:
         was_training = self.model.training
         self.model.eval()  # dropout off; and gradient checkpointing would turn the KV cache off
         try:
-            sequences = self.model.generate(
-                input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config
-            )  # (N, P + C)
+            with self.autocast():
+                sequences = self.model.generate(
+                    input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config
+                )  # (N, P + C)
         finally:
             self.model.train(was_training)
         completion_ids = sequences[:, prompt_ids.size(1):]  # (N, C)
@@ -354,7 +376,8 @@ class CausalLMWrapper:
             inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         if logits_to_keep and self._accepts_logits_to_keep:
             inputs["logits_to_keep"] = logits_to_keep
-        return model(**inputs)
+        with self.autocast():
+            return model(**inputs)
 
     def per_token_logps(
         self,

@@ -69,7 +69,8 @@ class LLMDiscriminator(CausalLMWrapper):
             inputs = dict(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
             if self._accepts_position_ids:
                 inputs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-            hidden = self._backbone()(**inputs).last_hidden_state  # (B, T, H)
+            with self.autocast():
+                hidden = self._backbone()(**inputs).last_hidden_state  # (B, T, H)
             last = hidden[:, -1].float()  # (B, H): left padding puts every text's last token here
             logits = self.score_head(last).squeeze(-1)  # (B,)
         return logits

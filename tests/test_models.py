@@ -171,6 +171,45 @@ def test_sft_loss_decreases_and_parameters_change():
     assert len(changed) == len(before)
 
 
+def test_auto_dtype_is_mixed_precision_on_cuda_and_fp32_on_cpu():
+    from models.base import compute_dtype, resolve_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    # auto on CUDA: fp32 weights (AdamW keeps full-precision state), bf16 matrix multiplies
+    assert resolve_dtype("auto", cuda) == torch.float32 and compute_dtype("auto", cuda) == torch.bfloat16
+    assert resolve_dtype(None, cpu) == torch.float32 and compute_dtype(None, cpu) is None
+    # an explicit dtype is used as it is, with no autocast on top
+    assert resolve_dtype("bfloat16", cuda) == torch.bfloat16 and compute_dtype("bfloat16", cuda) is None
+    assert compute_dtype(torch.float32, cuda) is None
+
+
+def test_autocast_runs_forward_in_bf16_and_keeps_fp32_weights_and_grads():
+    # CPU autocast stands in for CUDA's: the same wrapper code path
+    from models.discriminator import LLMDiscriminator
+    from models.generator import LLMGenerator
+
+    gen = LLMGenerator("tiny", "cpu")
+    torch.manual_seed(0)
+    full = gen.sft_loss(PROMPTS, ANSWERS).item()
+    seen = []
+    hook = gen.base_model.lm_head.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    gen.compute_dtype = torch.bfloat16
+    loss = gen.sft_loss(PROMPTS, ANSWERS)
+    loss.backward()
+    hook.remove()
+    assert seen == [torch.bfloat16]
+    assert loss.dtype == torch.float32 and loss.item() != full and abs(loss.item() - full) < 0.05 * full
+    grads = [p.grad for p in gen.trainable_parameters()]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    assert all(p.dtype == torch.float32 for p in gen.model.parameters())
+    out = gen.sample(PROMPTS, num_samples=2, max_new_tokens=4, temperature=1.0)
+    assert out.completion_ids.shape[0] == 4
+    disc = LLMDiscriminator("tiny", "cpu")
+    disc.compute_dtype = torch.bfloat16
+    p = disc.score("Add two numbers.", [], 1, "Use +.")
+    assert 0.0 <= p <= 1.0
+
+
 def test_sft_loss_counts_completion_tokens_only(generator):
     # Changing the prompt changes the loss only through the conditioning; the
     # loss equals the mean negative log-prob of the completion tokens (+ EOS).

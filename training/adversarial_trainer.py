@@ -173,6 +173,9 @@ class AdversarialTrainer:
                 for _ in range(config.discriminator_steps):
                     row.update(self._timed(timings, "update_discriminator", self.update_discriminator, batch))
             row.update({f"time_{k}": v for k, v in timings.items()}, time_iteration=time.time() - t0, global_step=self.global_step)
+            if self.device.type == "cuda":
+                # the high-water mark since the run began: what a GPU must hold for this config
+                row["gpu_peak_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
             row = _mean_rows(self.dist.gather(row))
             history.append(row)
             if iteration % config.log_every == 0 or iteration == iterations - 1:
@@ -946,12 +949,12 @@ def _set_rng_state(rng: random.Random, saved: dict) -> None:
 
 
 def _mean_rows(rows: list) -> dict:
-    """One metrics row from every rank's: numbers averaged, the rest from rank 0."""
+    """One metrics row from every rank's: numbers averaged (peak memory: the largest), the rest from rank 0."""
     if len(rows) == 1:
         return rows[0]
     out = dict(rows[0])
     for key, value in rows[0].items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("stage", "iteration", "global_step"):
             values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
-            out[key] = sum(values) / len(values)
+            out[key] = max(values) if key.endswith("peak_memory_gb") else sum(values) / len(values)
     return out

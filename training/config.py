@@ -89,7 +89,7 @@ class TrainingConfig:
     device: str = _f("auto", "cpu, cuda, or auto (cuda when available).")
     seed: int = _f(0, "Seed for model init, sampling and data order.")
     cpu_threads: int = _f(1, "torch CPU threads (0 = torch's default); 1 is fastest where sandbox workers share few cores.")
-    dtype: str = _f("auto", "auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16.")
+    dtype: str = _f("auto", "auto (fp32 weights; on CUDA, bf16 autocast), float32, bfloat16 or float16 (weights stored in it).")
     generator_model: str = _f("tiny", "Hub id or local directory of the generator; 'tiny' builds the embedded model.")
     discriminator_model: str = _f("tiny", "Hub id or local directory of the discriminator; 'tiny' = embedded model.")
     problems: str = _f("curriculum:train", "Training problems: curriculum:<split>, humaneval, or a .jsonl path.")

@@ -27,7 +27,7 @@ def load_players(checkpoint_dir: str, device: str = "auto", dtype=None, discrimi
     """(generator, discriminator, config, metrics) rebuilt from `checkpoint_dir`.
 
     `device` is cpu, cuda, cuda:N or auto; `dtype` None means the run's own
-    (bf16 on CUDA, fp32 on CPU for "auto"). With `discriminator=False` the
+    ("auto": fp32 weights, with bf16 autocast on CUDA). With `discriminator=False` the
     discriminator is not loaded and None is returned in its place (faster when
     only the generator is needed).
     """
