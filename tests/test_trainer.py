@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+from reasoning.stages import build_test_prompt
 from sandbox import Sandbox
 from training.adversarial_trainer import AdversarialTrainer
 from training.build import build_players, seed_everything
@@ -231,3 +232,24 @@ def test_each_stage_trains_at_its_own_generator_lr(tmp_path, sandbox, problems):
     for stage_id, lr in ((2, 2e-5), (5, 1e-4)):
         trainer.train_stage(stage_id, problems)
         assert [g["lr"] for g in trainer.generator_optimizer.param_groups] == [lr]
+
+
+@pytest.mark.parametrize("n, expected", [(3, lambda tests: tests[:3]), (0, lambda tests: tests)])
+def test_test_writer_warm_up_imitates_the_first_n_reference_tests(tmp_path, sandbox, problems, monkeypatch, n, expected):
+    trainer = make_trainer(tmp_path, sandbox, f"--warmup.tests_per_problem={n}", "--warmup.scoring_head_steps=0")
+    pools = {}
+    monkeypatch.setattr(trainer, "_supervised", lambda player, p, weights, steps, lr, desc: pools.setdefault(desc, p) and 0.0)
+    trainer.warmup(problems)
+    (examples,) = pools["warm-up test writer"]
+    written = {}
+    for prompt, completion in examples:
+        written.setdefault(prompt, []).extend(completion.split("\n"))
+    assert len(written) == len(problems)
+    for p in problems:
+        assert written[build_test_prompt(p.prompt, p.entry_point)] == expected(p.tests)
+    assert all(len(c.split("\n")) <= 3 for _, c in examples)  # one sample's worth of asserts each
+
+
+def test_tests_per_problem_must_not_be_negative():
+    with pytest.raises(UserError, match="warmup.tests_per_problem"):
+        TrainingConfig().with_overrides(["--warmup.tests_per_problem=-1"])

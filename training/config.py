@@ -53,6 +53,11 @@ class WarmupConfig:
         True, "Start the discriminator's LM from the warmed-up generator when their architectures match."
     )
     discriminator_steps: int = _f(150, "Warm-up steps of the discriminator's test writer on reference tests.")
+    tests_per_problem: int = _f(
+        3,
+        "Reference tests per problem the test writer imitates in warm-up: the first N as the problem lists them "
+        "(the curriculum lists edge cases first); 0 = all.",
+    )
     scoring_head_steps: int = _f(30, "Warm-up steps of the scoring head: gold stage texts vs the warmed-up generator's samples.")
     problems: str = _f("curriculum:warmup", "Problem source with gold chains for warm-up.")
     cpu_threads: int = _f(
@@ -176,6 +181,8 @@ class TrainingConfig:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.group_size < 2:
             raise UserError(f"group_size must be at least 2 (advantages are relative to the group), got {self.group_size}")
+        if isinstance(self.warmup.tests_per_problem, bool) or self.warmup.tests_per_problem < 0:
+            raise UserError(f"warmup.tests_per_problem must be 0 (all) or a positive number, got {self.warmup.tests_per_problem!r}")
         if not 0.0 <= self.warmup.stage5_fraction <= 1.0:
             raise UserError(f"warmup.stage5_fraction must be between 0 and 1, got {self.warmup.stage5_fraction}")
         if self.problem_sampling not in ("uniform", "informative"):
