@@ -61,6 +61,15 @@ def test_cure_rewards_follow_design():
     assert cure_test_rewards([True, False], []) == [0.0, -1.0]
 
 
+def test_invalid_test_penalty_separates_invalid_from_useless_valid_tests():
+    # test 0 valid, catches nothing; test 1 invalid, every wrong candidate fails it:
+    # CURE scores both 0, the penalty puts the invalid one below
+    passes_reference, wrong = [True, False], [[True, False], [True, False]]
+    assert cure_test_rewards(passes_reference, wrong) == [0.0, 0.0]
+    assert cure_test_rewards(passes_reference, wrong, invalid_penalty=0.5) == [0.0, -0.5]
+    assert cure_test_rewards([True, False], [], invalid_penalty=0.5) == [0.0, -1.5]
+
+
 def test_group_advantages_skip_zero_spread_groups():
     rewards = [1.0, 0.0, 1.0, 0.0, 0.5, 0.5, 0.5, 0.5]
     adv, valid, frac = AdversarialTrainer.compute_advantages(rewards, 4)

@@ -609,7 +609,9 @@ class AdversarialTrainer:
                 g for g in range(G)
                 if runnable(batch.completions[b * G + g]) and not all(batch.reference_results[b * G + g])
             ]
-            per_test = cure_test_rewards(tb.passes_reference[b], [tb.candidate_results[b][g] for g in wrong])
+            per_test = cure_test_rewards(
+                tb.passes_reference[b], [tb.candidate_results[b][g] for g in wrong], self.config.invalid_test_penalty
+            )
             reward_of = dict(zip(tb.tests[b], per_test))
             for t in range(T):
                 tests = tb.sample_tests[b * T + t]

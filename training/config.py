@@ -133,6 +133,9 @@ class TrainingConfig:
     discriminator_steps: int = _f(1, "Discriminator updates per iteration.")
     num_generated_tests: int = _f(4, "Tests the discriminator writes per problem at stage 5.")
     test_temperature: float = _f(1.0, "Sampling temperature of the test writer.")
+    invalid_test_penalty: float = _f(
+        0.0, "Subtracted from the CURE reward of each test the reference solution fails (0 = CURE as published)."
+    )
     rewards: RewardConfig = _f(RewardConfig(), "Reward weights.")
     warmup: WarmupConfig = _f(WarmupConfig(), "Supervised warm-up.")
     sandbox: SandboxConfig = _f(SandboxConfig(), "Sandbox limits.")
@@ -189,6 +192,8 @@ class TrainingConfig:
             raise UserError(f"problem_sampling must be uniform or informative, got {self.problem_sampling!r}")
         if self.best_metric not in ("avg_reward", "pass_rate"):
             raise UserError(f"best_metric must be avg_reward or pass_rate, got {self.best_metric!r}")
+        if self.invalid_test_penalty < 0:
+            raise UserError(f"invalid_test_penalty must be non-negative, got {self.invalid_test_penalty}")
         if self.temperature <= 0:
             raise UserError(f"temperature must be positive for rollouts, got {self.temperature}")
         if self.sandbox.workers < 1 or self.sandbox.timeout_s <= 0 or self.sandbox.memory_mb < 32:

@@ -139,7 +139,7 @@ def discriminator_tests_reward(trainer) -> RewardFn:
     return fn
 
 
-def cure_test_rewards(passes_reference: list[bool], wrong_pass_matrix: list[list[bool]]) -> list[float]:
+def cure_test_rewards(passes_reference: list[bool], wrong_pass_matrix: list[list[bool]], invalid_penalty: float = 0.0) -> list[float]:
     """CURE reward of each generated test (DESIGN.md, discriminator update (b)).
 
     passes_reference[j]: test j passes the reference solution (it is valid).
@@ -150,13 +150,18 @@ def cure_test_rewards(passes_reference: list[bool], wrong_pass_matrix: list[list
     invalid test: - share of wrong candidates it lets pass; -1 when there are
                   no wrong candidates to measure it on, since a test the
                   reference fails is wrong whatever the candidates do.
+
+    `invalid_penalty` is subtracted from every invalid test's reward. CURE's
+    reward alone gives an invalid test that every wrong candidate fails 0, the
+    same as a valid test that catches nothing, so it does not push a weak test
+    writer towards valid tests; 0 is CURE as published.
     """
     n_wrong = len(wrong_pass_matrix)
     rewards = []
     for j, valid in enumerate(passes_reference):
         if n_wrong == 0:
-            rewards.append(0.0 if valid else -1.0)
+            rewards.append(0.0 if valid else -1.0 - invalid_penalty)
             continue
         passed = sum(1 for row in wrong_pass_matrix if row[j])
-        rewards.append((n_wrong - passed) / n_wrong if valid else -passed / n_wrong)
+        rewards.append((n_wrong - passed) / n_wrong if valid else -passed / n_wrong - invalid_penalty)
     return rewards
