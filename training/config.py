@@ -72,7 +72,7 @@ class RewardConfig:
     discriminator: float = _f(1.0, "Stages 1-4: the discriminator's probability that the output is reference-quality.")
     lookahead: float = _f(0.0, "Stages 1-4: pass rate after completing the chain to code greedily (costly).")
     reference_tests: float = _f(1.0, "Stage 5: pass fraction on the problem's reference tests.")
-    discriminator_tests: float = _f(0.5, "Stage 5: pass fraction on discriminator tests validated on the reference.")
+    discriminator_tests: float = _f(0.25, "Stage 5: pass fraction on discriminator tests validated on the reference.")
 
 
 @dataclass
@@ -134,7 +134,7 @@ class TrainingConfig:
     num_generated_tests: int = _f(4, "Tests the discriminator writes per problem at stage 5.")
     test_temperature: float = _f(1.0, "Sampling temperature of the test writer.")
     invalid_test_penalty: float = _f(
-        0.0, "Subtracted from the CURE reward of each test the reference solution fails (0 = CURE as published)."
+        0.5, "Subtracted from the CURE reward of each test the reference solution fails (0 = CURE as published)."
     )
     rewards: RewardConfig = _f(RewardConfig(), "Reward weights.")
     warmup: WarmupConfig = _f(WarmupConfig(), "Supervised warm-up.")
