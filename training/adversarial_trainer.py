@@ -242,12 +242,11 @@ class AdversarialTrainer:
             # first few tests of each problem by default: the curriculum lists edge cases first
             # (empty, zero, one element), whose expected values a small model can get right;
             # imitating all 8 asserts, random inputs included, left 83% of its tests invalid.
-            n = wc.tests_per_problem or None
-            test_examples = [
-                (build_test_prompt(p.prompt, p.entry_point), "\n".join(p.tests[:n][i : i + TESTS_PER_SAMPLE]))
-                for p in problems
-                for i in range(0, len(p.tests[:n]), TESTS_PER_SAMPLE)
-            ]
+            test_examples = []
+            for p in problems:
+                tests = p.tests[: wc.tests_per_problem or None]
+                prompt = build_test_prompt(p.prompt, p.entry_point)
+                test_examples += [(prompt, "\n".join(tests[i : i + TESTS_PER_SAMPLE])) for i in range(0, len(tests), TESTS_PER_SAMPLE)]
             stats["warmup_test_writer_loss"] = self._supervised(
                 self.discriminator, [test_examples], [1.0], wc.discriminator_steps, wc.lr, "warm-up test writer"
             )
