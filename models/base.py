@@ -105,7 +105,7 @@ _DTYPES = {
 }
 
 
-def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype) -> torch.dtype:
     """The dtype the weights are stored in. None or "auto": fp32 (see `compute_dtype`)."""
     if dtype is None or dtype == "auto":
         return torch.float32
@@ -159,7 +159,7 @@ class CausalLMWrapper:
 
         self.model_name_or_path = model_name_or_path
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.dtype = resolve_dtype(dtype)
         self.compute_dtype = compute_dtype(dtype, self.device)
         self.use_lora = use_lora
         self.lora_r = lora_r

@@ -176,10 +176,10 @@ def test_auto_dtype_is_mixed_precision_on_cuda_and_fp32_on_cpu():
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     # auto on CUDA: fp32 weights (AdamW keeps full-precision state), bf16 matrix multiplies
-    assert resolve_dtype("auto", cuda) == torch.float32 and compute_dtype("auto", cuda) == torch.bfloat16
-    assert resolve_dtype(None, cpu) == torch.float32 and compute_dtype(None, cpu) is None
+    assert resolve_dtype("auto") == torch.float32 and compute_dtype("auto", cuda) == torch.bfloat16
+    assert resolve_dtype(None) == torch.float32 and compute_dtype(None, cpu) is None
     # an explicit dtype is used as it is, with no autocast on top
-    assert resolve_dtype("bfloat16", cuda) == torch.bfloat16 and compute_dtype("bfloat16", cuda) is None
+    assert resolve_dtype("bfloat16") == torch.bfloat16 and compute_dtype("bfloat16", cuda) is None
     assert compute_dtype(torch.float32, cuda) is None
 
 
