@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from reasoning.stages import build_test_prompt
+from reasoning.stages import build_prompt, build_test_prompt
 from sandbox import Sandbox
 from training.adversarial_trainer import AdversarialTrainer
 from training.build import build_players, seed_everything
@@ -253,3 +253,24 @@ def test_test_writer_warm_up_imitates_the_first_n_reference_tests(tmp_path, sand
 def test_tests_per_problem_must_not_be_negative():
     with pytest.raises(UserError, match="warmup.tests_per_problem"):
         TrainingConfig().with_overrides(["--warmup.tests_per_problem=-1"])
+
+
+@pytest.mark.parametrize("chain_loss", [False, True])
+def test_chain_loss_moves_the_supervised_span_back_to_the_end_of_the_problem(tmp_path, sandbox, problems, monkeypatch, chain_loss):
+    trainer = make_trainer(tmp_path, sandbox, f"--warmup.chain_loss={str(chain_loss).lower()}", "--warmup.scoring_head_steps=0")
+    pools = {}
+    monkeypatch.setattr(trainer, "_supervised", lambda player, p, weights, steps, lr, desc: pools.setdefault(desc, p) and 0.0)
+    trainer.warmup(problems)
+    stage_pools = pools["warm-up generator"]
+    gold = [p for p in problems if p.gold_stages]
+    assert gold and [len(pool) for pool in stage_pools] == [len(gold)] * 5
+    for k, pool in enumerate(stage_pools, start=1):
+        for p, (prompt, completion) in zip(gold, pool):
+            chain = p.gold_stages + [p.reference_solution]
+            # the model reads the same text either way; only where the loss starts moves
+            assert prompt + completion == build_prompt(p.prompt, p.gold_stages[: k - 1], k) + chain[k - 1]
+            if chain_loss:
+                assert prompt == f"Problem:\n{p.prompt.strip()}\n\n"
+                assert all(s.strip() in completion for s in chain[:k])
+            else:
+                assert completion == chain[k - 1]

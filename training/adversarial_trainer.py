@@ -226,7 +226,7 @@ class AdversarialTrainer:
         problems = problems if problems is not None else load_run_problems(wc.problems, self.config)
         # one pool per stage, so that the share of code examples is a knob of its own
         pools = [
-            [(build_prompt(p.prompt, p.gold_stages[: k - 1], k), (p.gold_stages + [p.reference_solution])[k - 1]) for p in problems if p.gold_stages]
+            [_warmup_pair(p, k, wc.chain_loss) for p in problems if p.gold_stages]
             for k in range(1, 6)
         ]
         if not pools[0]:
@@ -892,6 +892,26 @@ class AdversarialTrainer:
 
 
 # ======================================================================== utilities
+def _warmup_pair(problem, stage_id: int, chain_loss: bool) -> tuple:
+    """(prompt, completion) of one warm-up example: gold stage `stage_id` after the gold stages before it.
+
+    With `chain_loss` the split moves back to the end of the problem statement,
+    so the gold stages 1..k-1 that the prompt carries are supervised too. The
+    forward pass covers them anyway; the loss on them is free supervision, and
+    it is where a small model sees each stage copy names and constants from the
+    one before.
+    """
+    prompt = build_prompt(problem.prompt, problem.gold_stages[: stage_id - 1], stage_id)
+    completion = (problem.gold_stages + [problem.reference_solution])[stage_id - 1]
+    if not chain_loss:
+        return prompt, completion
+    template = get_stage(stage_id).generator_prompt_template
+    head = template.split("{previous_stages}")[0].format(problem=problem.prompt.strip())
+    if "{previous_stages}" not in template or not prompt.startswith(head):
+        return prompt, completion
+    return head, prompt[len(head):] + completion
+
+
 def _usable_cores() -> int:
     """Cores this process may run on (its CPU affinity), not every core of the host."""
     try:

@@ -45,8 +45,8 @@ DEFAULT_FAMILIES = (
 @dataclass
 class WarmupConfig:
     enabled: bool = _f(True, "Supervised warm-up on gold five-stage chains before the adversarial stages.")
-    steps: int = _f(300, "Optimizer steps of generator warm-up.")
-    batch_size: int = _f(32, "Examples per warm-up step (one example = one stage of one problem).")
+    steps: int = _f(600, "Optimizer steps of generator warm-up.")
+    batch_size: int = _f(16, "Examples per warm-up step (one example = one stage of one problem).")
     lr: float = _f(3e-3, "Peak learning rate of warm-up (cosine decay to 10%).")
     stage5_fraction: float = _f(0.4, "Share of warm-up examples that are stage 5 (code); the rest spread over stages 1-4.")
     discriminator_from_generator: bool = _f(
@@ -57,6 +57,11 @@ class WarmupConfig:
         3,
         "Reference tests per problem the test writer imitates in warm-up: the first N as the problem lists them "
         "(the curriculum lists edge cases first); 0 = all.",
+    )
+    chain_loss: bool = _f(
+        True,
+        "Supervise the gold stages 1..k-1 inside a stage-k example's prompt as well as stage k (the loss starts "
+        "after the problem statement).",
     )
     scoring_head_steps: int = _f(30, "Warm-up steps of the scoring head: gold stage texts vs the warmed-up generator's samples.")
     problems: str = _f("curriculum:warmup", "Problem source with gold chains for warm-up.")
