@@ -903,12 +903,10 @@ def _warmup_pair(problem, stage_id: int, chain_loss: bool) -> tuple:
     """
     prompt = build_prompt(problem.prompt, problem.gold_stages[: stage_id - 1], stage_id)
     completion = (problem.gold_stages + [problem.reference_solution])[stage_id - 1]
-    if not chain_loss:
+    head, placeholder, _ = get_stage(stage_id).generator_prompt_template.partition("{previous_stages}")
+    if not chain_loss or not placeholder:
         return prompt, completion
-    template = get_stage(stage_id).generator_prompt_template
-    head = template.split("{previous_stages}")[0].format(problem=problem.prompt.strip())
-    if "{previous_stages}" not in template or not prompt.startswith(head):
-        return prompt, completion
+    head = head.format(problem=problem.prompt.strip())  # build_prompt's own template: `prompt` starts with it
     return head, prompt[len(head):] + completion
 
 
