@@ -74,22 +74,25 @@ def run(args, overrides) -> int:
     set_threads(config.cpu_threads)
     seed_everything(config.seed)
 
-    # ---------------------------------------------------------------- data
-    problems = load_run_problems(config.problems, config)
-    eval_problems = load_run_problems(config.eval_problems, config) if config.eval_problems else []
+    try:
+        # ------------------------------------------------------------ data
+        problems = load_run_problems(config.problems, config)
+        eval_problems = load_run_problems(config.eval_problems, config) if config.eval_problems else []
 
-    # ---------------------------------------------------------------- players
-    generator, discriminator = build_players(config)
-    with build_sandbox(config) as sandbox:
-        trainer = AdversarialTrainer(generator, discriminator, sandbox, config, distributed)
-        if args.resume:
-            trainer.load_checkpoint(args.resume, load_optimizer=True)
-            if distributed.is_main:
-                print(f"resumed from {args.resume}: continuing after stage {trainer.completed_stage}", file=sys.stderr)
+        # ------------------------------------------------------------ players
+        generator, discriminator = build_players(config)
+        with build_sandbox(config) as sandbox:
+            trainer = AdversarialTrainer(generator, discriminator, sandbox, config, distributed)
+            if args.resume:
+                trainer.load_checkpoint(args.resume, load_optimizer=True)
+                if distributed.is_main:
+                    print(f"resumed from {args.resume}: continuing after stage {trainer.completed_stage}", file=sys.stderr)
 
-        # ------------------------------------------------------------ train
-        trainer.train(problems, eval_problems=eval_problems)
-    distributed.barrier()
+            # -------------------------------------------------------- train
+            trainer.train(problems, eval_problems=eval_problems)
+        distributed.barrier()
+    finally:
+        distributed.close()
     if distributed.is_main:
         print(f"done: checkpoints in {config.checkpoint_dir}/ (best/, final/, stage_N/)", file=sys.stderr)
     return 0

@@ -13,7 +13,7 @@ two hooks on AdversarialTrainer:
   tensors, gathered under FSDP), whether FSDP sharded the players, and the
   share of the generator's optimizer state that the rank holds.
 
-After training, in the same process group, it also measures one property of
+After training, before train.py closes the process group, it also measures one property of
 Distributed.average_gradients alone: how far AdamW moves a parameter that no
 rank used in a step (the scoring head during the stage-5 test-writer update),
 which one process leaves in place.
@@ -109,11 +109,12 @@ def main() -> int:
         record["final"] = digests(self.generator, self.discriminator)
         record["sharded"] = self.dist.is_sharded(self.generator.model) and self.dist.is_sharded(self.discriminator.model)
         record["optimizer_state_share"] = optimizer_state_share(self.generator_optimizer)
+        record["unused_parameter_moved"] = unused_parameter_moved()  # before train.py closes the group
         return result
 
     AdversarialTrainer.__init__, AdversarialTrainer.train = init, train_and_record
     code = train.main(argv)
-    record["unused_parameter_moved"] = unused_parameter_moved()
+    record["group_closed"] = not torch.distributed.is_initialized()
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(record, f)

@@ -109,6 +109,11 @@ def test_both_ranks_end_with_identical_weights_that_changed(runs):
         assert any(rank0["final"][n] != rank0["initial"][n] for n in names), f"{player} did not train"
 
 
+def test_train_py_destroys_the_process_group_before_exit(runs):
+    # a gloo group left to interpreter shutdown can abort a rank (SIGABRT) after a finished run
+    assert [r["group_closed"] for r in runs["ranks"] + runs["fsdp_ranks"]] == [True] * 4
+
+
 def test_checkpoint_tree_and_keys_match_a_single_process_run(runs):
     single, dual = runs["single"], runs["dual"]
     assert _tree(dual) == _tree(single)

@@ -283,6 +283,17 @@ class Distributed:
         if self.enabled:
             dist.barrier()
 
+    def close(self) -> None:
+        """Destroy the process group while the interpreter is still whole.
+
+        A gloo group left to interpreter shutdown can abort the process
+        ("terminate called without an active exception", SIGABRT) after a run
+        that otherwise finished, which the launcher reports as a failed rank.
+        """
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+        self.enabled = False
+
 
 def _layer_classes(model) -> set:
     """Class names of the decoder layers to shard one by one: the accelerate config's, else the model's own."""
