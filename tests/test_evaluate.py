@@ -333,6 +333,22 @@ def test_rerank_reports_the_codet_pick_against_a_random_pick(monkeypatch):
     assert out["rerank"]["mean_tests_per_problem"] == 2
 
 
+def test_test_validity_counts_the_tests_the_reference_solution_passes():
+    from sandbox import Sandbox
+    from training.evaluate import test_validity
+
+    # FakeDiscriminator writes f(1) == 2 and f(5) == 6 for every problem
+    plus_one = Problem(id="p1", prompt="p1", entry_point="f", reference_solution="def f(x):\n    return x + 1\n",
+                       tests=["assert f(1) == 2"])
+    times_two = Problem(id="p2", prompt="p2", entry_point="f", reference_solution="def f(x):\n    return 2 * x\n",
+                        tests=["assert f(1) == 2"])
+    with Sandbox(timeout_s=2.0, memory_mb=512, workers=2) as sandbox:
+        out = test_validity(FakeDiscriminator(), [plus_one, times_two], sandbox, num_tests=5)
+    assert [row["valid"] for row in out["problems"]] == [[True, True], [True, False]]
+    assert out["test_validity"] == pytest.approx(3 / 4) and out["tests_per_problem"] == 2
+    assert out["problems_without_tests"] == 0 and out["temperature"] == 0.7
+
+
 def test_sampling_n_at_temperature_zero_is_refused():
     from training.errors import UserError
     from training.evaluate import evaluate_players
@@ -369,3 +385,21 @@ def test_cli_evaluates_a_checkpoint_with_rerank(checkpoint_dir, tmp_path, capsys
     assert table[2] == ("| source | problems | n | pass@1 | pass@2 | test pass rate | reranked pass@1 (of 2) "
                         "| random pick pass@1 |")
     assert len(table) == 6
+
+
+def test_cli_reports_the_discriminators_test_validity(checkpoint_dir, tmp_path, capsys):
+    code = evaluate_main([
+        "--checkpoint", str(checkpoint_dir), "--problems", "curriculum:heldout_instances", "--limit", "3",
+        "--k", "1", "--test-validity", "--test-temperature", "0", "--num-tests", "3", "--max-new-tokens", "8",
+        "--device", "cpu", "--no-progress", "--output", str(tmp_path / "r.json"),
+    ])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    tests = json.loads((tmp_path / "r.json").read_text())["results"][0]["tests"]
+    assert tests["temperature"] == 0 and len(tests["problems"]) == 3
+    written = sum(len(row["tests"]) for row in tests["problems"])
+    assert tests["tests_per_problem"] == pytest.approx(written / 3)
+    assert all(len(row["valid"]) == len(row["tests"]) <= 3 for row in tests["problems"])
+    assert "| discriminator test validity | its tests per problem |" in captured.out
+    assert evaluate_main(["--canonical", "--test-validity"]) == 2
+    assert "--test-validity needs a checkpoint" in capsys.readouterr().err

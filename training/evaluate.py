@@ -168,10 +168,45 @@ def rerank_samples(discriminator, problems: list, samples_per_problem: list, san
     return picks
 
 
+def test_validity(discriminator, problems: list, sandbox, num_tests: int = 5, temperature: float = 0.7,
+                  max_new_tokens: int = 128, bar=None) -> dict:
+    """How many of the discriminator's tests the reference solution passes, on `problems`.
+
+    The discriminator writes up to `num_tests` distinct asserts per problem
+    the way `inference.py --generate-tests` does (default temperature 0.7), and
+    each runs against the problem's reference solution in the sandbox. A test
+    the reference fails is invalid: it would fail correct code.
+    """
+    from training.ranking import write_tests
+
+    written, valid, without = 0, 0, 0
+    rows = []
+    for lo in range(0, len(problems), 32):
+        chunk = problems[lo : lo + 32]
+        tests_per_problem = write_tests(discriminator, [(p.prompt, p.entry_point) for p in chunk], num_tests=num_tests,
+                                        temperature=temperature, max_new_tokens=max_new_tokens)
+        jobs = [(p.reference_solution, tests, p.entry_point) for p, tests in zip(chunk, tests_per_problem) if tests]
+        results = iter(sandbox.run_batch(jobs) if jobs else [])
+        for p, tests in zip(chunk, tests_per_problem):
+            passed = padded(next(results).test_results, len(tests)) if tests else []
+            written, valid, without = written + len(tests), valid + sum(passed), without + (not tests)
+            rows.append({"id": p.id, "tests": tests, "valid": passed})
+        if bar is not None:
+            bar.update(len(chunk))
+    return {
+        "temperature": temperature,
+        "test_validity": valid / written if written else float("nan"),
+        "tests_per_problem": written / len(problems) if problems else 0.0,
+        "problems_without_tests": without,
+        "problems": rows,
+    }
+
+
 # ======================================================================= evaluation
 def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), temperature: float | None = None,
                      max_new_tokens=None, discriminator=None, num_samples_rerank: int = 0, num_tests: int = 5,
-                     test_max_new_tokens: int = 128, desc: str = "eval", progress: bool = True) -> dict:
+                     test_max_new_tokens: int = 128, validity_temperature: float | None = None, desc: str = "eval",
+                     progress: bool = True) -> dict:
     """pass@k of in-memory players on `problems` (what evaluate_checkpoint does after loading).
 
     n == 1 is greedy unless a temperature is given; n > 1 samples at
@@ -179,7 +214,10 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
     discriminator) it also reports the pass@1 of the CodeT pick among R
     samples, next to the expected pass@1 of a random one of those R.
     `max_new_tokens` is one budget for every stage, a list of five, or None
-    for each stage's default.
+    for each stage's default. With `validity_temperature` (needs the
+    discriminator) it also reports `test_validity`: the share of the
+    discriminator's tests, written at that temperature, that the reference
+    solutions pass.
     """
     from tqdm import tqdm
 
@@ -224,6 +262,14 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
         for row, rows, pk in zip(result["problems"], rerank_rows, picks):
             row["rerank"] = {"pick": pk["pick"].index, "pick_passed": rows[pk["pick"].index], "tests": pk["tests"],
                              "group_size": pk["pick"].winner.size, "score": pk["pick"].winner.score}
+
+    if validity_temperature is not None:
+        if discriminator is None:
+            raise UserError("test validity needs the discriminator; load a checkpoint with discriminator.pt")
+        bar = tqdm(total=len(problems), desc=f"{desc}: test validity", disable=not progress, file=sys.stderr, leave=False)
+        result["tests"] = test_validity(discriminator, problems, sandbox, num_tests=num_tests,
+                                        temperature=validity_temperature, max_new_tokens=test_max_new_tokens, bar=bar)
+        bar.close()
     return result
 
 
@@ -239,7 +285,8 @@ def load_specs(specs: list, limit: int = 0) -> list:
 def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: int = 1, ks=(1,), limit: int = 0,
                         num_samples_rerank: int = 0, num_tests: int = 5, device: str = "auto",
                         temperature: float | None = None, max_new_tokens=None, workers: int | None = None,
-                        progress: bool = True, all_families: bool = False) -> dict:
+                        progress: bool = True, all_families: bool = False,
+                        validity_temperature: float | None = None) -> dict:
     """Load a checkpoint directory and evaluate it on each problem spec.
 
     Curriculum problems are restricted to the families the run trained on
@@ -252,7 +299,8 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
     require_checkpoint_dir(checkpoint_dir)
     sources = load_specs(specs)  # a bad spec fails before the models load
     generator, discriminator, config, metrics = load_players(
-        checkpoint_dir, device=device, discriminator=bool(num_samples_rerank and num_samples_rerank > 1)
+        checkpoint_dir, device=device,
+        discriminator=bool(num_samples_rerank and num_samples_rerank > 1) or validity_temperature is not None,
     )
     if config.families and not all_families:
         sources = [
@@ -264,6 +312,7 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
     sources = [(spec, spread(problems, limit if limit and limit > 0 else 0)) for spec, problems in sources]
     budgets = _budgets(max_new_tokens, config.max_new_tokens)
     report = _header(checkpoint_dir, n, ks, num_samples_rerank)
+    report["test_validity"] = validity_temperature is not None
     report["checkpoint_stage"] = metrics.get("stage_id")
     with _sandbox(config, workers) as sandbox:
         for spec, problems in sources:
@@ -271,7 +320,7 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
                 generator, problems, sandbox, n=n, ks=ks, temperature=temperature, max_new_tokens=budgets,
                 discriminator=discriminator, num_samples_rerank=num_samples_rerank, num_tests=num_tests,
                 test_max_new_tokens=max_new_tokens if isinstance(max_new_tokens, int) else 128,
-                desc=spec, progress=progress,
+                validity_temperature=validity_temperature, desc=spec, progress=progress,
             )
             report["results"].append({"source": spec, **result})
     return report
@@ -321,10 +370,13 @@ def to_markdown(report: dict) -> str:
     """A table: source, problems, n, pass@k..., reranked pass@1."""
     ks = report.get("ks") or [1]
     rerank = bool(report.get("num_samples_rerank"))
+    validity = bool(report.get("test_validity"))
     title = "canonical solutions" if report.get("canonical") else f"checkpoint `{report.get('checkpoint')}`"
     cols = ["source", "problems", "n"] + [f"pass@{k}" for k in ks] + ["test pass rate"]
     if rerank:
         cols += [f"reranked pass@1 (of {report['num_samples_rerank']})", "random pick pass@1"]
+    if validity:
+        cols += ["discriminator test validity", "its tests per problem"]
     lines = [f"Evaluation of {title}", "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in report["results"]:
         cells = [f"`{r['source']}`", str(r["num_problems"]), str(r.get("n", 0))]
@@ -333,6 +385,9 @@ def to_markdown(report: dict) -> str:
         if rerank:
             rr = r.get("rerank") or {}
             cells += [_fmt(rr.get("pass@1")), _fmt(rr.get("random_pick_pass@1"))]
+        if validity:
+            tv = r.get("tests") or {}
+            cells += [_fmt(tv.get("test_validity")), _fmt(tv.get("tests_per_problem"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -374,7 +429,12 @@ def parse_args(argv):
     parser.add_argument("--limit", type=int, default=0, help="use at most N problems of each source (default: all)")
     parser.add_argument("--num-samples-rerank", type=int, default=0, metavar="R",
                         help="also report pass@1 of the CodeT pick among R samples, using the discriminator's tests")
-    parser.add_argument("--num-tests", type=int, default=5, help="tests the discriminator writes per problem for reranking")
+    parser.add_argument("--num-tests", type=int, default=5,
+                        help="tests the discriminator writes per problem for reranking and --test-validity")
+    parser.add_argument("--test-validity", action="store_true",
+                        help="also report the share of the discriminator's tests that the reference solutions pass")
+    parser.add_argument("--test-temperature", type=float, default=0.7,
+                        help="sampling temperature of the tests for --test-validity (default 0.7, as inference.py)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="token budget of every stage (default: the checkpoint's)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--workers", type=int, default=None, help="parallel sandbox jobs (default: the checkpoint's config)")
@@ -408,6 +468,10 @@ def run(args) -> int:
         raise UserError(f"--n must be at least 1, got {args.n}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
+    if args.test_validity and args.canonical:
+        raise UserError("--test-validity needs a checkpoint's discriminator; drop --canonical")
+    if args.test_temperature < 0:
+        raise UserError(f"--test-temperature must be 0 (greedy) or positive, got {args.test_temperature}")
     skipped = [k for k in ks if k > (1 if args.canonical else args.n)]
     if skipped and args.k:  # the default list is trimmed to --n silently
         print(f"note: pass@{','.join(map(str, skipped))} needs more samples than --n; skipped", file=sys.stderr)
@@ -424,6 +488,7 @@ def run(args) -> int:
             num_tests=args.num_tests, device=args.device, temperature=args.temperature,
             max_new_tokens=args.max_new_tokens, workers=args.workers, progress=not args.no_progress,
             all_families=args.all_families,
+            validity_temperature=args.test_temperature if args.test_validity else None,
         )
 
     # ------------------------------------------------------------------ report
