@@ -221,7 +221,7 @@ def test_informative_sampling_trains_a_stage(tmp_path, sandbox, problems):
 def test_warm_up_uses_the_configured_threads_and_restores_the_rl_setting(tmp_path, sandbox, monkeypatch):
     trainer = make_trainer(tmp_path, sandbox, "--warmup.cpu_threads=2")
     seen = []
-    monkeypatch.setattr(trainer, "_warmup", lambda problems: seen.append(torch.get_num_threads()) or {})
+    monkeypatch.setattr(trainer, "_warmup", lambda problems, test_problems: seen.append(torch.get_num_threads()) or {})
     torch.set_num_threads(1)
     trainer.warmup()
     assert seen == [2] and torch.get_num_threads() == 1
@@ -248,6 +248,21 @@ def test_test_writer_warm_up_imitates_the_first_n_reference_tests(tmp_path, sand
     for p in problems:
         assert written[build_test_prompt(p.prompt, p.entry_point)] == expected(p.tests)
     assert all(len(c.split("\n")) <= 3 for _, c in examples)  # one sample's worth of asserts each
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_test_writer_warm_up_adds_the_training_problems_tests(tmp_path, sandbox, problems, monkeypatch, enabled):
+    trainer = make_trainer(tmp_path, sandbox, f"--warmup.tests_from_training_problems={str(enabled).lower()}",
+                           "--warmup.scoring_head_steps=0")
+    pools = {}
+    monkeypatch.setattr(trainer, "_supervised", lambda player, p, weights, steps, lr, desc: pools.setdefault(desc, p) and 0.0)
+    rl_only = [p for p in load_curriculum("train", per_family=1) if p.family == "max_minus_min"]
+    trainer.warmup(problems, test_problems=rl_only + problems[:2])  # two already in the warm-up set
+    (examples,) = pools["warm-up test writer"]
+    prompts = [prompt for prompt, _ in examples]
+    expected = problems + (rl_only if enabled else [])
+    assert {build_test_prompt(p.prompt, p.entry_point) for p in expected} == set(prompts)
+    assert len(prompts) == len(expected)  # 3 tests = one example per problem, none twice
 
 
 def test_tests_per_problem_must_not_be_negative():

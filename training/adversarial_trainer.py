@@ -124,7 +124,7 @@ class AdversarialTrainer:
         self._check_problems(problems)
         ckpt.clean_stale(self.config.checkpoint_dir)
         if self.config.warmup.enabled and not self.warmed_up and self.completed_stage == 0:
-            self.warmup()
+            self.warmup(test_problems=problems)
             metrics = {"warmup": True}
             if eval_problems:
                 metrics["eval"] = self.evaluate(eval_problems)
@@ -207,19 +207,25 @@ class AdversarialTrainer:
         return metrics
 
     # ====================================================================== warm-up
-    def warmup(self, problems: list | None = None) -> dict:
-        """Supervised warm-up: the generator on gold chains, the test writer on reference tests."""
+    def warmup(self, problems: list | None = None, test_problems: list | None = None) -> dict:
+        """Supervised warm-up: the generator on gold chains, the test writer on reference tests.
+
+        `problems` (default: the config's `warmup.problems`) give the gold chains
+        and reference tests; with `warmup.tests_from_training_problems` the test
+        writer also imitates the reference tests of `test_problems` (`train`
+        passes its training problems).
+        """
         before = torch.get_num_threads()
         if self.device.type == "cpu":
             # no sandbox workers compete during warm-up: matrix multiplies may take every core
             cores = self.config.warmup.cpu_threads or max(1, _usable_cores() // self.dist.world_size)
             torch.set_num_threads(cores)
         try:
-            return self._warmup(problems)
+            return self._warmup(problems, test_problems or [])
         finally:
             torch.set_num_threads(before)
 
-    def _warmup(self, problems: list | None) -> dict:
+    def _warmup(self, problems: list | None, test_problems: list) -> dict:
         from training.build import load_run_problems
 
         wc = self.config.warmup
@@ -242,8 +248,11 @@ class AdversarialTrainer:
             # first few tests of each problem by default: the curriculum lists edge cases first
             # (empty, zero, one element), whose expected values a small model can get right;
             # imitating all 8 asserts, random inputs included, left 83% of its tests invalid.
+            # the RL training problems too: families without gold chains get tests of their own
+            seen = {p.id for p in problems}
+            extra = [p for p in test_problems if p.id not in seen] if wc.tests_from_training_problems else []
             test_examples = []
-            for p in problems:
+            for p in problems + extra:
                 tests = p.tests[: wc.tests_per_problem or None]
                 prompt = build_test_prompt(p.prompt, p.entry_point)
                 test_examples += [(prompt, "\n".join(tests[i : i + TESTS_PER_SAMPLE])) for i in range(0, len(tests), TESTS_PER_SAMPLE)]

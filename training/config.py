@@ -58,6 +58,11 @@ class WarmupConfig:
         "Reference tests per problem the test writer imitates in warm-up: the first N as the problem lists them "
         "(the curriculum lists edge cases first); 0 = all.",
     )
+    tests_from_training_problems: bool = _f(
+        True,
+        "The test writer also imitates the reference tests of the RL training problems, so it writes tests for "
+        "families without gold chains too; false = only the warm-up problems' tests.",
+    )
     chain_loss: bool = _f(
         True,
         "Supervise the gold stages 1..k-1 inside a stage-k example's prompt as well as stage k (the loss starts "
