@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from models.base import CausalLMWrapper, Rollout
-from reasoning.stages import build_discriminator_prompt, build_test_prompt, extract_tests
+from reasoning.stages import build_discriminator_prompt, build_test_prompt, merge_tests, test_samples
 from training.errors import UserError
 
 __all__ = ["LLMDiscriminator", "Rollout"]
@@ -104,16 +104,21 @@ class LLMDiscriminator(CausalLMWrapper):
         num_tests: int = 4,
         temperature: float = 0.7,
         max_new_tokens: int = 128,
+        samples: int | None = None,
     ) -> list[str]:
         """Up to `num_tests` distinct single-line asserts that call `entry_point`.
 
-        Malformed lines are dropped and counted in `self.last_dropped_tests`.
+        The writer samples `samples` completions (default: `num_tests` when
+        sampling, one when greedy) and their distinct tests are merged in order:
+        a writer that stops after one or two asserts still yields `num_tests`
+        when its samples differ. Malformed lines are dropped and counted in
+        `self.last_dropped_tests`.
         """
         rollout = self.sample_tests([self.test_prompt(problem, entry_point, code)],
+                                    num_samples=test_samples(num_tests, temperature, samples),
                                     max_new_tokens=max_new_tokens, temperature=temperature)
-        tests, dropped = extract_tests(rollout.texts[0], entry_point)
-        self.last_dropped_tests = dropped
-        return tests[:num_tests]
+        tests, self.last_dropped_tests = merge_tests(rollout.texts, entry_point, num_tests)
+        return tests
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -134,6 +134,28 @@ def extract_tests(text: str, entry_point: str) -> tuple[list[str], int]:
     return tests, dropped
 
 
+def test_samples(num_tests: int, temperature: float, samples: int | None = None) -> int:
+    """Test-writer completions to sample for `num_tests` tests: `samples`, else `num_tests` (one when greedy)."""
+    if samples is not None:
+        if samples < 1:
+            raise ValueError(f"samples must be at least 1, got {samples}")
+        return samples
+    return max(1, num_tests) if temperature > 0 else 1
+
+
+def merge_tests(texts: list, entry_point: str, limit: int) -> tuple[list[str], int]:
+    """Up to `limit` distinct tests from several test-writer samples, in order; and the lines dropped."""
+    tests: list[str] = []
+    dropped = 0
+    for text in texts:
+        found, bad = extract_tests(text, entry_point)
+        dropped += bad
+        tests.extend(t for t in found if t not in tests)
+        if len(tests) >= limit:
+            break
+    return tests[:limit], dropped
+
+
 def is_assert_on(source: str, entry_point: str) -> bool:
     """True when `source` is exactly one assert statement that calls `entry_point`."""
     try:

@@ -291,7 +291,7 @@ class FakeDiscriminator:
 
     def sample_tests(self, prompts, num_samples=1, max_new_tokens=128, temperature=1.0, top_p=1.0):
         class Rollout:
-            texts = ["assert f(1) == 2\nnot a test\nassert f(5) == 6\n" for _ in prompts]
+            texts = ["assert f(1) == 2\nnot a test\nassert f(5) == 6\n" for _ in prompts for _ in range(num_samples)]
 
         return Rollout()
 

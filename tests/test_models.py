@@ -377,6 +377,26 @@ def test_generate_tests_drops_malformed_asserts(discriminator, monkeypatch):
     assert "def add(a, b)" in seen["prompts"][0] and "add" in seen["prompts"][0]
 
 
+@pytest.mark.parametrize("temperature, samples", [(0.7, 3), (0.0, 1)])
+def test_generate_tests_merges_the_distinct_tests_of_several_samples(discriminator, monkeypatch, temperature, samples):
+    from models.base import Rollout
+
+    d = discriminator
+    texts = ["assert add(1, 2) == 3\n", "assert add(1, 2) == 3\nassert add(0, 0) == 0\n", "oops\nassert add(2, 2) == 4\n"]
+    asked = []
+
+    def fake_sample_tests(prompts, num_samples=1, **kwargs):
+        asked.append(num_samples)
+        return Rollout(*(torch.zeros(num_samples, 1),) * 4, texts=texts[:num_samples], prompts=prompts * num_samples)
+
+    monkeypatch.setattr(d, "sample_tests", fake_sample_tests)
+    tests = d.generate_tests("Add two numbers.", "add", num_tests=3, temperature=temperature)
+    assert asked == [samples]  # one completion per test wanted when sampling; greedy ones would all be equal
+    expected = ["assert add(1, 2) == 3", "assert add(0, 0) == 0", "assert add(2, 2) == 4"]
+    assert tests == expected[: 1 if samples == 1 else 3]
+    assert d.last_dropped_tests == (1 if samples == 3 else 0)
+
+
 def test_generate_tests_real_sampling_returns_valid_asserts(discriminator):
     from reasoning.stages import is_assert_on
 

@@ -143,6 +143,11 @@ class TrainingConfig:
     discriminator_steps: int = _f(1, "Discriminator updates per iteration.")
     num_generated_tests: int = _f(4, "Tests the discriminator writes per problem at stage 5.")
     test_temperature: float = _f(1.0, "Sampling temperature of the test writer.")
+    test_writer_reward: str = _f(
+        "mean",
+        "How a test-writer sample's reward combines the CURE rewards of its tests: mean, or sum (an extra valid "
+        "test never lowers it). A sample with no test scores -1 either way.",
+    )
     invalid_test_penalty: float = _f(
         0.5, "Subtracted from the CURE reward of each test the reference solution fails (0 = CURE as published)."
     )
@@ -198,6 +203,8 @@ class TrainingConfig:
             raise UserError(f"warmup.tests_per_problem must be 0 (all) or a positive number, got {self.warmup.tests_per_problem!r}")
         if not 0.0 <= self.warmup.stage5_fraction <= 1.0:
             raise UserError(f"warmup.stage5_fraction must be between 0 and 1, got {self.warmup.stage5_fraction}")
+        if self.test_writer_reward not in ("mean", "sum"):
+            raise UserError(f"test_writer_reward must be mean or sum, got {self.test_writer_reward!r}")
         if self.problem_sampling not in ("uniform", "informative"):
             raise UserError(f"problem_sampling must be uniform or informative, got {self.problem_sampling!r}")
         if self.best_metric not in ("avg_reward", "pass_rate"):

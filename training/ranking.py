@@ -137,22 +137,25 @@ def _padded(results, n: int) -> list:
 
 
 def write_tests(discriminator, items: list, num_tests: int = 5, temperature: float = 0.7,
-                max_new_tokens: int = 128, batch_size: int = 32) -> list:
+                max_new_tokens: int = 128, batch_size: int = 32, samples: int | None = None) -> list:
     """The discriminator's tests for many (problem_text, entry_point) items, sampled in batches.
 
     The batched form of `LLMDiscriminator.generate_tests(problem, entry_point)`
-    (same prompt, same parsing: up to `num_tests` distinct single-line asserts
-    that call the entry point), for evaluating hundreds of problems.
+    (same prompt, same sampling, same parsing: up to `num_tests` distinct
+    single-line asserts that call the entry point, merged from `samples`
+    completions per problem), for evaluating hundreds of problems.
     """
-    from reasoning.stages import extract_tests
+    from reasoning.stages import merge_tests, test_samples
 
+    S = test_samples(num_tests, temperature, samples)
+    per_call = max(1, batch_size // S)  # prompts per generate call: about batch_size sequences
     out = []
-    for lo in range(0, len(items), batch_size):
-        chunk = items[lo : lo + batch_size]
+    for lo in range(0, len(items), per_call):
+        chunk = items[lo : lo + per_call]
         prompts = [discriminator.test_prompt(problem, entry_point) for problem, entry_point in chunk]
-        rollout = discriminator.sample_tests(prompts, max_new_tokens=max_new_tokens, temperature=temperature)
-        for (_, entry_point), text in zip(chunk, rollout.texts):
-            out.append(extract_tests(text, entry_point)[0][:num_tests])
+        rollout = discriminator.sample_tests(prompts, num_samples=S, max_new_tokens=max_new_tokens, temperature=temperature)
+        for i, (_, entry_point) in enumerate(chunk):
+            out.append(merge_tests(rollout.texts[i * S : (i + 1) * S], entry_point, num_tests)[0])
     return out
 
 

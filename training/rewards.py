@@ -165,3 +165,16 @@ def cure_test_rewards(passes_reference: list[bool], wrong_pass_matrix: list[list
         passed = sum(1 for row in wrong_pass_matrix if row[j])
         rewards.append((n_wrong - passed) / n_wrong if valid else -passed / n_wrong - invalid_penalty)
     return rewards
+
+
+def test_sample_reward(test_rewards: list, how: str = "mean") -> float:
+    """A test-writer sample's reward from the CURE rewards of its tests; -1 for a sample without a test.
+
+    "mean" dilutes a test that catches wrong code with every valid one beside
+    it that catches nothing, so a writer learns to write one safe test; "sum"
+    never lowers the reward for an extra valid test.
+    """
+    if not test_rewards:
+        return -1.0
+    total = float(sum(test_rewards))
+    return total if how == "sum" else total / len(test_rewards)
