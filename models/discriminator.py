@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from models.base import CausalLMWrapper, Rollout
-from reasoning.stages import build_discriminator_prompt, build_test_prompt, merge_tests, test_samples
+from reasoning.stages import build_discriminator_prompt, build_test_prompt, merge_tests, writer_samples
 from training.errors import UserError
 
 __all__ = ["LLMDiscriminator", "Rollout"]
@@ -115,7 +115,7 @@ class LLMDiscriminator(CausalLMWrapper):
         `self.last_dropped_tests`.
         """
         rollout = self.sample_tests([self.test_prompt(problem, entry_point, code)],
-                                    num_samples=test_samples(num_tests, temperature, samples),
+                                    num_samples=writer_samples(num_tests, temperature, samples),
                                     max_new_tokens=max_new_tokens, temperature=temperature)
         tests, self.last_dropped_tests = merge_tests(rollout.texts, entry_point, num_tests)
         return tests

@@ -134,7 +134,7 @@ def extract_tests(text: str, entry_point: str) -> tuple[list[str], int]:
     return tests, dropped
 
 
-def test_samples(num_tests: int, temperature: float, samples: int | None = None) -> int:
+def writer_samples(num_tests: int, temperature: float, samples: int | None = None) -> int:
     """Test-writer completions to sample for `num_tests` tests: `samples`, else `num_tests` (one when greedy)."""
     if samples is not None:
         if samples < 1:

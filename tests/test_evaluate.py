@@ -335,7 +335,7 @@ def test_rerank_reports_the_codet_pick_against_a_random_pick(monkeypatch):
 
 def test_test_validity_counts_the_tests_the_reference_solution_passes():
     from sandbox import Sandbox
-    from training.evaluate import test_validity
+    from training.evaluate import discriminator_test_validity
 
     # FakeDiscriminator writes f(1) == 2 and f(5) == 6 for every problem
     plus_one = Problem(id="p1", prompt="p1", entry_point="f", reference_solution="def f(x):\n    return x + 1\n",
@@ -343,7 +343,7 @@ def test_test_validity_counts_the_tests_the_reference_solution_passes():
     times_two = Problem(id="p2", prompt="p2", entry_point="f", reference_solution="def f(x):\n    return 2 * x\n",
                         tests=["assert f(1) == 2"])
     with Sandbox(timeout_s=2.0, memory_mb=512, workers=2) as sandbox:
-        out = test_validity(FakeDiscriminator(), [plus_one, times_two], sandbox, num_tests=5)
+        out = discriminator_test_validity(FakeDiscriminator(), [plus_one, times_two], sandbox, num_tests=5)
     assert [row["valid"] for row in out["problems"]] == [[True, True], [True, False]]
     assert out["test_validity"] == pytest.approx(3 / 4) and out["tests_per_problem"] == 2
     assert out["problems_without_tests"] == 0 and out["temperature"] == 0.7

@@ -81,12 +81,12 @@ def test_group_advantages_skip_zero_spread_groups():
 
 
 def test_a_test_writer_sample_scores_the_mean_or_the_sum_of_its_tests():
-    from training.rewards import test_sample_reward
+    from training.rewards import writer_sample_reward
 
     catches, idle, invalid = 0.75, 0.0, -0.5
-    assert test_sample_reward([catches], "mean") == test_sample_reward([catches], "sum") == 0.75
+    assert writer_sample_reward([catches], "mean") == writer_sample_reward([catches], "sum") == 0.75
     # an extra valid test that catches nothing halves the mean but leaves the sum alone
-    assert test_sample_reward([catches, idle], "mean") == 0.375
-    assert test_sample_reward([catches, idle], "sum") == 0.75
-    assert test_sample_reward([catches, invalid], "sum") < test_sample_reward([catches], "sum")
-    assert test_sample_reward([], "mean") == test_sample_reward([], "sum") == -1.0
+    assert writer_sample_reward([catches, idle], "mean") == 0.375
+    assert writer_sample_reward([catches, idle], "sum") == 0.75
+    assert writer_sample_reward([catches, invalid], "sum") < writer_sample_reward([catches], "sum")
+    assert writer_sample_reward([], "mean") == writer_sample_reward([], "sum") == -1.0

@@ -35,7 +35,7 @@ from training.build import spread
 from training.distributed import Distributed
 from training.errors import UserError
 from training.metrics import MetricsLog
-from training.rewards import REWARDS, RewardBatch, combine, cure_test_rewards, runnable, test_sample_reward
+from training.rewards import REWARDS, RewardBatch, combine, cure_test_rewards, runnable, writer_sample_reward
 
 
 TESTS_PER_SAMPLE = 3  # asserts per test-writer sample (warm-up examples have the same size)
@@ -623,7 +623,7 @@ class AdversarialTrainer:
             reward_of = dict(zip(tb.tests[b], per_test))
             for t in range(T):
                 tests = tb.sample_tests[b * T + t]
-                sample_rewards.append(test_sample_reward([reward_of[x] for x in tests], self.config.test_writer_reward))
+                sample_rewards.append(writer_sample_reward([reward_of[x] for x in tests], self.config.test_writer_reward))
         advantages, valid, _ = self.compute_advantages(sample_rewards, T)
         keep = valid.nonzero().flatten().tolist()
         stats = {"test_writer_reward": sum(sample_rewards) / len(sample_rewards)}

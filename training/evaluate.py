@@ -168,8 +168,8 @@ def rerank_samples(discriminator, problems: list, samples_per_problem: list, san
     return picks
 
 
-def test_validity(discriminator, problems: list, sandbox, num_tests: int = 5, temperature: float = 0.7,
-                  max_new_tokens: int = 128, bar=None) -> dict:
+def discriminator_test_validity(discriminator, problems: list, sandbox, num_tests: int = 5, temperature: float = 0.7,
+                                max_new_tokens: int = 128, bar=None) -> dict:
     """How many of the discriminator's tests the reference solution passes, on `problems`.
 
     The discriminator writes up to `num_tests` distinct asserts per problem
@@ -267,8 +267,10 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
         if discriminator is None:
             raise UserError("test validity needs the discriminator; load a checkpoint with discriminator.pt")
         bar = tqdm(total=len(problems), desc=f"{desc}: test validity", disable=not progress, file=sys.stderr, leave=False)
-        result["tests"] = test_validity(discriminator, problems, sandbox, num_tests=num_tests,
-                                        temperature=validity_temperature, max_new_tokens=test_max_new_tokens, bar=bar)
+        result["tests"] = discriminator_test_validity(
+            discriminator, problems, sandbox, num_tests=num_tests, temperature=validity_temperature,
+            max_new_tokens=test_max_new_tokens, bar=bar,
+        )
         bar.close()
     return result
 

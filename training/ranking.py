@@ -145,9 +145,9 @@ def write_tests(discriminator, items: list, num_tests: int = 5, temperature: flo
     single-line asserts that call the entry point, merged from `samples`
     completions per problem), for evaluating hundreds of problems.
     """
-    from reasoning.stages import merge_tests, test_samples
+    from reasoning.stages import merge_tests, writer_samples
 
-    S = test_samples(num_tests, temperature, samples)
+    S = writer_samples(num_tests, temperature, samples)
     per_call = max(1, batch_size // S)  # prompts per generate call: about batch_size sequences
     out = []
     for lo in range(0, len(items), per_call):

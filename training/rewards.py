@@ -167,7 +167,7 @@ def cure_test_rewards(passes_reference: list[bool], wrong_pass_matrix: list[list
     return rewards
 
 
-def test_sample_reward(test_rewards: list, how: str = "mean") -> float:
+def writer_sample_reward(test_rewards: list, how: str = "mean") -> float:
     """A test-writer sample's reward from the CURE rewards of its tests; -1 for a sample without a test.
 
     "mean" dilutes a test that catches wrong code with every valid one beside
