@@ -31,6 +31,9 @@ def parse_args(argv):
     parser.add_argument("--max-new-tokens", type=int, default=None, help="token budget of every stage and of the test writer (default: the checkpoint's; 128 for tests)")
     parser.add_argument("--generate-tests", action="store_true", help="the discriminator writes tests; run them on the final code")
     parser.add_argument("--num-tests", type=int, default=5, help="tests to write with --generate-tests or --num-samples (default 5)")
+    parser.add_argument("--no-test-agreement", action="store_true",
+                        help="keep every distinct test of the writer's samples, also the results they disagree on "
+                             "(default: a call whose samples assert different results keeps a majority result, or none)")
     parser.add_argument("--num-samples", type=int, default=1,
                         help="sample N chains and keep the one CodeT dual agreement ranks first (default 1)")
     parser.add_argument("--output", help="also write the answer (and test results) to this JSON file")
@@ -90,9 +93,13 @@ def run(args) -> int:
             note = "no tests: the function name is not in the problem or the code; pass --entry-point NAME"
         else:
             tests = discriminator.generate_tests(
-                problem, entry_point, code=None, num_tests=args.num_tests, max_new_tokens=args.max_new_tokens or 128
+                problem, entry_point, code=None, num_tests=args.num_tests, max_new_tokens=args.max_new_tokens or 128,
+                agreement=not args.no_test_agreement,
             )
-            if not tests:
+            if not tests and discriminator.last_disputed_tests:
+                note = (f"no tests: the discriminator's samples disagreed on every result for {entry_point}; "
+                        "--no-test-agreement keeps them")
+            elif not tests:
                 note = f"the discriminator wrote no usable test for {entry_point}"
             else:
                 with build_sandbox(config) as sandbox:
@@ -131,6 +138,7 @@ def run(args) -> int:
             "temperature": temperature,
         }
         if args.generate_tests:
+            out["test_agreement"] = not args.no_test_agreement
             out["tests"] = results
             out["summary"] = {**summary, "note": note} if note else summary
         if pick is not None:

@@ -16,6 +16,7 @@ trained by policy gradient with `sample_tests` + `per_token_logps`.
 from __future__ import annotations
 
 import math
+import sys
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +46,7 @@ class LLMDiscriminator(CausalLMWrapper):
             nn.init.zeros_(self.score_head.bias)
         self.score_head.to(self.device)
         self.last_dropped_tests = 0
+        self.last_disputed_tests = 0
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return super().trainable_parameters() + list(self.score_head.parameters())
@@ -105,19 +107,27 @@ class LLMDiscriminator(CausalLMWrapper):
         temperature: float = 0.7,
         max_new_tokens: int = 128,
         samples: int | None = None,
+        agreement: bool = True,
     ) -> list[str]:
         """Up to `num_tests` distinct single-line asserts that call `entry_point`.
 
         The writer samples `samples` completions (default: `num_tests` when
-        sampling, one when greedy) and their distinct tests are merged in order:
-        a writer that stops after one or two asserts still yields `num_tests`
-        when its samples differ. Malformed lines are dropped and counted in
-        `self.last_dropped_tests`.
+        sampling, one when greedy) and their distinct tests are merged: a
+        writer that stops after one or two asserts still yields `num_tests`
+        when its samples differ. With `agreement`, a call the samples assert
+        different results for keeps only a majority result, or is dropped
+        (`merge_tests`). Malformed lines are dropped and counted in
+        `self.last_dropped_tests`; tests the vote removed, in
+        `self.last_disputed_tests`.
         """
         rollout = self.sample_tests([self.test_prompt(problem, entry_point, code)],
                                     num_samples=writer_samples(num_tests, temperature, samples),
                                     max_new_tokens=max_new_tokens, temperature=temperature)
-        tests, self.last_dropped_tests = merge_tests(rollout.texts, entry_point, num_tests)
+        tests, self.last_dropped_tests = merge_tests(rollout.texts, entry_point, num_tests, agreement)
+        self.last_disputed_tests = 0
+        if agreement:
+            every = len(merge_tests(rollout.texts, entry_point, sys.maxsize, agreement=False)[0])
+            self.last_disputed_tests = every - len(merge_tests(rollout.texts, entry_point, sys.maxsize)[0])
         return tests
 
     # ------------------------------------------------------------------ checkpoints

@@ -143,17 +143,67 @@ def writer_samples(num_tests: int, temperature: float, samples: int | None = Non
     return max(1, num_tests) if temperature > 0 else 1
 
 
-def merge_tests(texts: list, entry_point: str, limit: int) -> tuple[list[str], int]:
-    """Up to `limit` distinct tests from several test-writer samples, in order; and the lines dropped."""
-    tests: list[str] = []
+def merge_tests(texts: list, entry_point: str, limit: int, agreement: bool = True) -> tuple[list[str], int]:
+    """Up to `limit` distinct tests from several test-writer samples; and the lines dropped.
+
+    With `agreement` (self-consistency over the samples), a call that the
+    samples assert different results for (`f(0) == 0` in one, `f(0) == -19`
+    in another) keeps only a result that more than half of those samples
+    agree on, and is dropped when none does: a writer that guesses scatters
+    its wrong results, while one that knows repeats the right one. The kept
+    tests come most-agreed first. Without it, every distinct test is kept in
+    the order the samples wrote them.
+    """
+    per_sample: list[list[str]] = []
     dropped = 0
     for text in texts:
         found, bad = extract_tests(text, entry_point)
         dropped += bad
-        tests.extend(t for t in found if t not in tests)
-        if len(tests) >= limit:
-            break
+        per_sample.append(found)
+    tests = list(dict.fromkeys(t for found in per_sample for t in found))
+    if agreement and len(per_sample) > 1:
+        tests = _agreed_tests(per_sample, tests, entry_point)
     return tests[:limit], dropped
+
+
+def _agreed_tests(per_sample: list, tests: list, entry_point: str) -> list:
+    """`tests` without the results the samples disagree on, the most-written first (see merge_tests)."""
+    claim = {t: _asserted_result(t, entry_point) for t in tests}  # (call, result), or None
+    key = {t: claim[t] or t for t in tests}  # `f(0) == 1` and `1 == f(0)` make one claim
+    support = {k: sum(any(key[t] == k for t in found) for found in per_sample) for k in set(key.values())}
+    results_of: dict = {}
+    for k in support:
+        if isinstance(k, tuple):
+            results_of.setdefault(k[0], []).append(k)
+    rejected = set()
+    for claims in results_of.values():
+        winner = max(claims, key=lambda k: support[k])
+        rejected |= {k for k in claims if k != winner or 2 * support[k] <= sum(support[c] for c in claims)}
+    kept, seen = [], set()
+    for t in tests:
+        if key[t] not in rejected and key[t] not in seen:
+            kept.append(t)
+            seen.add(key[t])
+    return sorted(kept, key=lambda t: -support[key[t]])  # stable: ties stay in written order
+
+
+def _asserted_result(test: str, entry_point: str) -> tuple | None:
+    """For `assert <call> == <result>` (either way round), the sources of call and result; None otherwise."""
+    try:
+        node = ast.parse(test).body[0].test
+    except (SyntaxError, ValueError, IndexError, AttributeError):
+        return None
+    if not (isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], ast.Eq)):
+        return None
+    left, right = node.left, node.comparators[0]
+    if _calls(left, entry_point) == _calls(right, entry_point):
+        return None
+    call, result = (left, right) if _calls(left, entry_point) else (right, left)
+    return ast.unparse(call), ast.unparse(result)
+
+
+def _calls(node, entry_point: str) -> bool:
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == entry_point for n in ast.walk(node))
 
 
 def is_assert_on(source: str, entry_point: str) -> bool:

@@ -349,6 +349,32 @@ def test_test_validity_counts_the_tests_the_reference_solution_passes():
     assert out["problems_without_tests"] == 0 and out["temperature"] == 0.7
 
 
+class GuessingDiscriminator(FakeDiscriminator):
+    """Its samples agree on f(5) == 6 and each guesses a different f(1)."""
+
+    def sample_tests(self, prompts, num_samples=1, max_new_tokens=128, temperature=1.0, top_p=1.0):
+        class Rollout:
+            texts = [f"assert f(1) == {2 + i}\nassert f(5) == 6\n" for _ in prompts for i in range(num_samples)]
+
+        return Rollout()
+
+
+@pytest.mark.parametrize("agreement, tests, validity", [
+    (True, ["assert f(5) == 6"], 1.0),
+    (False, ["assert f(1) == 2", "assert f(5) == 6", "assert f(1) == 3"], 2 / 3),
+])
+def test_test_validity_merges_the_samples_by_agreement_unless_told_not_to(agreement, tests, validity):
+    from sandbox import Sandbox
+    from training.evaluate import discriminator_test_validity
+
+    plus_one = Problem(id="p1", prompt="p1", entry_point="f", reference_solution="def f(x):\n    return x + 1\n",
+                       tests=["assert f(1) == 2"])
+    with Sandbox(timeout_s=2.0, memory_mb=512, workers=1) as sandbox:
+        out = discriminator_test_validity(GuessingDiscriminator(), [plus_one], sandbox, num_tests=3, agreement=agreement)
+    assert out["problems"][0]["tests"] == tests
+    assert out["test_validity"] == pytest.approx(validity) and out["agreement"] is agreement
+
+
 def test_sampling_n_at_temperature_zero_is_refused():
     from training.errors import UserError
     from training.evaluate import evaluate_players

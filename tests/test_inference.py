@@ -143,6 +143,32 @@ def test_generate_tests_prints_pass_fail_lines_and_summary(tree, tmp_path, capsy
     assert data["summary"] == {"passed": 1, "total": 2}
 
 
+@pytest.mark.parametrize("flag", [[], ["--no-test-agreement"]])
+def test_generate_tests_says_when_the_samples_disagreed_on_every_result(tree, tmp_path, capsys, monkeypatch, flag):
+    import training.chains
+    from models.discriminator import LLMDiscriminator
+
+    asked = {}
+
+    def no_agreed_tests(self, *args, **kwargs):
+        asked["agreement"] = kwargs["agreement"]
+        self.last_disputed_tests = 3 if kwargs["agreement"] else 0
+        return []
+
+    monkeypatch.setattr(training.chains, "generate_chains", _fake_chains(["def reverse_string(s):\n    return s\n"]))
+    monkeypatch.setattr(LLMDiscriminator, "generate_tests", no_agreed_tests)
+    output = tmp_path / "results.json"
+    code, out, err = run_main(capsys, "--checkpoint", tree / "stage_1", "--problem", PROBLEM, "--device", "cpu",
+                              "--generate-tests", "--output", output, *flag)
+    assert code == 0, err
+    agreement = not flag
+    assert asked["agreement"] is agreement
+    data = json.loads(output.read_text())
+    assert data["test_agreement"] is agreement and data["tests"] == []
+    assert ("disagreed on every result" in data["summary"]["note"]) is agreement
+    assert ("no usable test" in data["summary"]["note"]) is not agreement
+
+
 def test_num_samples_picks_by_codet_and_explains(tree, tmp_path, capsys, monkeypatch):
     """Three samples: the two correct ones agree on all three tests and beat the lone wrong one."""
     import training.chains

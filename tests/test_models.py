@@ -397,6 +397,21 @@ def test_generate_tests_merges_the_distinct_tests_of_several_samples(discriminat
     assert d.last_dropped_tests == (1 if samples == 3 else 0)
 
 
+@pytest.mark.parametrize("agreement, expected, disputed", [
+    (True, ["assert f(2) == 4"], 3),
+    (False, ["assert f(0) == 1", "assert f(2) == 4", "assert f(0) == 2", "assert f(0) == 3"], 0),
+])
+def test_generate_tests_keeps_only_results_its_samples_agree_on(discriminator, monkeypatch, agreement, expected, disputed):
+    from models.base import Rollout
+
+    d = discriminator
+    texts = [f"assert f(0) == {i + 1}\nassert f(2) == 4\n" for i in range(3)]  # three guesses at f(0)
+    monkeypatch.setattr(d, "sample_tests", lambda prompts, num_samples=1, **kwargs: Rollout(
+        *(torch.zeros(num_samples, 1),) * 4, texts=texts[:num_samples], prompts=prompts * num_samples))
+    assert d.generate_tests("Add one.", "f", num_tests=5, temperature=0.7, samples=3, agreement=agreement) == expected
+    assert d.last_disputed_tests == disputed
+
+
 def test_generate_tests_real_sampling_returns_valid_asserts(discriminator):
     from reasoning.stages import is_assert_on
 

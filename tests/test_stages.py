@@ -60,3 +60,32 @@ def test_discriminator_and_test_prompts_mention_their_inputs():
     assert "prob" in d and "a" in d and "b" in d and d.endswith("out\n### Verdict:")
     t = build_test_prompt("prob", "f", code="def f(): pass")
     assert "def f(): pass" in t and t.endswith("### Unit tests for f\n")
+
+
+# ------------------------------------------------------------ merging the test writer's samples
+def test_merge_tests_drops_results_the_samples_disagree_on():
+    from reasoning.stages import merge_tests
+
+    samples = [
+        "assert f(0) == -19\nassert f(1) == -13",
+        "assert f(0) == 0",  # a guess: the samples scatter over f(0)
+        "assert f(0) == 4\nassert f(2) == 3",
+        "assert f(1) == -13\nassert f(1) == 7",  # f(1): -13 twice, 7 once, a majority of 3 votes
+    ]
+    tests, dropped = merge_tests(samples, "f", limit=5)
+    assert tests == ["assert f(1) == -13", "assert f(2) == 3"]  # most-agreed first; no result for f(0) survives
+    assert dropped == 0
+    every, _ = merge_tests(samples, "f", limit=10, agreement=False)
+    assert every == ["assert f(0) == -19", "assert f(1) == -13", "assert f(0) == 0", "assert f(0) == 4",
+                     "assert f(2) == 3", "assert f(1) == 7"]  # written order, every distinct test
+
+
+def test_merge_tests_needs_a_strict_majority_and_reads_either_side_of_the_comparison():
+    from reasoning.stages import merge_tests
+
+    assert merge_tests(["assert f(0) == 1", "assert f(0) == 2"], "f", 5)[0] == []  # a tie keeps neither
+    kept, _ = merge_tests(["assert 1 == f(0)", "assert f(0) == 1", "assert f(0) == 2", "assert f(0)"], "f", 5)
+    assert kept == ["assert 1 == f(0)", "assert f(0)"]  # one claim, written two ways, beats f(0) == 2 by 2 to 1
+    # one sample has nothing to vote against: its tests stay as written
+    assert merge_tests(["assert f(0) == 1\nassert f(0) == 2"], "f", 5)[0] == ["assert f(0) == 1", "assert f(0) == 2"]
+    assert merge_tests(["assert f(1) == 2\nassert f(2) == 4", "assert f(2) == 4"], "f", 1)[0] == ["assert f(2) == 4"]

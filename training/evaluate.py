@@ -142,7 +142,7 @@ def sample_chains(generator, problems: list, n: int, temperature: float, max_new
 
 
 def rerank_samples(discriminator, problems: list, samples_per_problem: list, sandbox, num_tests: int = 5,
-                   test_temperature: float = 0.7, max_new_tokens: int = 128, bar=None) -> list:
+                   test_temperature: float = 0.7, max_new_tokens: int = 128, bar=None, agreement: bool = True) -> list:
     """CodeT picks: per problem, the discriminator writes tests, every sample runs them, dual agreement picks one.
 
     Returns per problem a dict with the pick (RankedPick), the tests and the pass matrix.
@@ -154,7 +154,7 @@ def rerank_samples(discriminator, problems: list, samples_per_problem: list, san
     for lo in range(0, len(problems), batch):
         chunk = problems[lo : lo + batch]
         tests_per_problem = write_tests(discriminator, [(p.prompt, p.entry_point) for p in chunk], num_tests=num_tests,
-                                        temperature=test_temperature, max_new_tokens=max_new_tokens)
+                                        temperature=test_temperature, max_new_tokens=max_new_tokens, agreement=agreement)
         # one sandbox batch for the whole chunk: every sample against its problem's tests
         jobs = [(code, tests, p.entry_point)
                 for p, tests, codes in zip(chunk, tests_per_problem, samples_per_problem[lo : lo + batch])
@@ -169,13 +169,14 @@ def rerank_samples(discriminator, problems: list, samples_per_problem: list, san
 
 
 def discriminator_test_validity(discriminator, problems: list, sandbox, num_tests: int = 5, temperature: float = 0.7,
-                                max_new_tokens: int = 128, bar=None) -> dict:
+                                max_new_tokens: int = 128, bar=None, agreement: bool = True) -> dict:
     """How many of the discriminator's tests the reference solution passes, on `problems`.
 
     The discriminator writes up to `num_tests` distinct asserts per problem
-    the way `inference.py --generate-tests` does (default temperature 0.7), and
-    each runs against the problem's reference solution in the sandbox. A test
-    the reference fails is invalid: it would fail correct code.
+    the way `inference.py --generate-tests` does (default temperature 0.7;
+    with `agreement`, results its samples disagree on are dropped), and each
+    runs against the problem's reference solution in the sandbox. A test the
+    reference fails is invalid: it would fail correct code.
     """
     from training.ranking import write_tests
 
@@ -184,7 +185,7 @@ def discriminator_test_validity(discriminator, problems: list, sandbox, num_test
     for lo in range(0, len(problems), 32):
         chunk = problems[lo : lo + 32]
         tests_per_problem = write_tests(discriminator, [(p.prompt, p.entry_point) for p in chunk], num_tests=num_tests,
-                                        temperature=temperature, max_new_tokens=max_new_tokens)
+                                        temperature=temperature, max_new_tokens=max_new_tokens, agreement=agreement)
         jobs = [(p.reference_solution, tests, p.entry_point) for p, tests in zip(chunk, tests_per_problem) if tests]
         results = iter(sandbox.run_batch(jobs) if jobs else [])
         for p, tests in zip(chunk, tests_per_problem):
@@ -195,6 +196,7 @@ def discriminator_test_validity(discriminator, problems: list, sandbox, num_test
             bar.update(len(chunk))
     return {
         "temperature": temperature,
+        "agreement": agreement,
         "test_validity": valid / written if written else float("nan"),
         "tests_per_problem": written / len(problems) if problems else 0.0,
         "problems_without_tests": without,
@@ -206,7 +208,7 @@ def discriminator_test_validity(discriminator, problems: list, sandbox, num_test
 def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), temperature: float | None = None,
                      max_new_tokens=None, discriminator=None, num_samples_rerank: int = 0, num_tests: int = 5,
                      test_max_new_tokens: int = 128, validity_temperature: float | None = None, desc: str = "eval",
-                     progress: bool = True) -> dict:
+                     progress: bool = True, test_agreement: bool = True) -> dict:
     """pass@k of in-memory players on `problems` (what evaluate_checkpoint does after loading).
 
     n == 1 is greedy unless a temperature is given; n > 1 samples at
@@ -217,7 +219,8 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
     for each stage's default. With `validity_temperature` (needs the
     discriminator) it also reports `test_validity`: the share of the
     discriminator's tests, written at that temperature, that the reference
-    solutions pass.
+    solutions pass. `test_agreement` merges the test writer's samples by
+    majority (`merge_tests`) for reranking and validity.
     """
     from tqdm import tqdm
 
@@ -249,7 +252,7 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
             rerank_rows = [[sample_passed(r, len(p.tests)) for r in rs] for p, rs in zip(problems, per_sample)]
         bar = tqdm(total=len(problems), desc=f"{desc}: writing tests", disable=not progress, file=sys.stderr, leave=False)
         picks = rerank_samples(discriminator, problems, rerank_codes, sandbox, num_tests=num_tests,
-                               max_new_tokens=test_max_new_tokens, bar=bar)
+                               max_new_tokens=test_max_new_tokens, bar=bar, agreement=test_agreement)
         bar.close()
         chosen = [rows[pk["pick"].index] for rows, pk in zip(rerank_rows, picks)]
         result["rerank"] = {
@@ -269,7 +272,7 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
         bar = tqdm(total=len(problems), desc=f"{desc}: test validity", disable=not progress, file=sys.stderr, leave=False)
         result["tests"] = discriminator_test_validity(
             discriminator, problems, sandbox, num_tests=num_tests, temperature=validity_temperature,
-            max_new_tokens=test_max_new_tokens, bar=bar,
+            max_new_tokens=test_max_new_tokens, bar=bar, agreement=test_agreement,
         )
         bar.close()
     return result
@@ -288,7 +291,7 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
                         num_samples_rerank: int = 0, num_tests: int = 5, device: str = "auto",
                         temperature: float | None = None, max_new_tokens=None, workers: int | None = None,
                         progress: bool = True, all_families: bool = False,
-                        validity_temperature: float | None = None) -> dict:
+                        validity_temperature: float | None = None, test_agreement: bool = True) -> dict:
     """Load a checkpoint directory and evaluate it on each problem spec.
 
     Curriculum problems are restricted to the families the run trained on
@@ -323,6 +326,7 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
                 discriminator=discriminator, num_samples_rerank=num_samples_rerank, num_tests=num_tests,
                 test_max_new_tokens=max_new_tokens if isinstance(max_new_tokens, int) else 128,
                 validity_temperature=validity_temperature, desc=spec, progress=progress,
+                test_agreement=test_agreement,
             )
             report["results"].append({"source": spec, **result})
     return report
@@ -437,6 +441,9 @@ def parse_args(argv):
                         help="also report the share of the discriminator's tests that the reference solutions pass")
     parser.add_argument("--test-temperature", type=float, default=0.7,
                         help="sampling temperature of the tests for --test-validity (default 0.7, as inference.py)")
+    parser.add_argument("--no-test-agreement", action="store_true",
+                        help="keep every distinct test of the writer's samples, also the results they disagree on "
+                             "(default: a majority result per call, as inference.py)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="token budget of every stage (default: the checkpoint's)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--workers", type=int, default=None, help="parallel sandbox jobs (default: the checkpoint's config)")
@@ -491,6 +498,7 @@ def run(args) -> int:
             max_new_tokens=args.max_new_tokens, workers=args.workers, progress=not args.no_progress,
             all_families=args.all_families,
             validity_temperature=args.test_temperature if args.test_validity else None,
+            test_agreement=not args.no_test_agreement,
         )
 
     # ------------------------------------------------------------------ report

@@ -137,13 +137,14 @@ def _padded(results, n: int) -> list:
 
 
 def write_tests(discriminator, items: list, num_tests: int = 5, temperature: float = 0.7,
-                max_new_tokens: int = 128, batch_size: int = 32, samples: int | None = None) -> list:
+                max_new_tokens: int = 128, batch_size: int = 32, samples: int | None = None,
+                agreement: bool = True) -> list:
     """The discriminator's tests for many (problem_text, entry_point) items, sampled in batches.
 
     The batched form of `LLMDiscriminator.generate_tests(problem, entry_point)`
     (same prompt, same sampling, same parsing: up to `num_tests` distinct
     single-line asserts that call the entry point, merged from `samples`
-    completions per problem), for evaluating hundreds of problems.
+    completions per problem, with or without `agreement`), for evaluating hundreds of problems.
     """
     from reasoning.stages import merge_tests, writer_samples
 
@@ -155,7 +156,7 @@ def write_tests(discriminator, items: list, num_tests: int = 5, temperature: flo
         prompts = [discriminator.test_prompt(problem, entry_point) for problem, entry_point in chunk]
         rollout = discriminator.sample_tests(prompts, num_samples=S, max_new_tokens=max_new_tokens, temperature=temperature)
         for i, (_, entry_point) in enumerate(chunk):
-            out.append(merge_tests(rollout.texts[i * S : (i + 1) * S], entry_point, num_tests)[0])
+            out.append(merge_tests(rollout.texts[i * S : (i + 1) * S], entry_point, num_tests, agreement)[0])
     return out
 
 
