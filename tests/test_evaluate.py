@@ -373,6 +373,12 @@ def test_test_validity_merges_the_samples_by_agreement_unless_told_not_to(agreem
         out = discriminator_test_validity(GuessingDiscriminator(), [plus_one], sandbox, num_tests=3, agreement=agreement)
     assert out["problems"][0]["tests"] == tests
     assert out["test_validity"] == pytest.approx(validity) and out["agreement"] is agreement
+    # the same samples merged the other way, for the vote's effect without sampling noise
+    other = out["other_merge"]
+    assert other["agreement"] is not agreement
+    assert other["test_validity"] == pytest.approx(2 / 3 if agreement else 1.0)
+    assert other["tests_per_problem"] == (3 if agreement else 1)
+    assert other["valid_tests_per_problem"] == (2 if agreement else 1)
 
 
 def test_sampling_n_at_temperature_zero_is_refused():

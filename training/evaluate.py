@@ -176,31 +176,46 @@ def discriminator_test_validity(discriminator, problems: list, sandbox, num_test
     the way `inference.py --generate-tests` does (default temperature 0.7;
     with `agreement`, results its samples disagree on are dropped), and each
     runs against the problem's reference solution in the sandbox. A test the
-    reference fails is invalid: it would fail correct code.
+    reference fails is invalid: it would fail correct code. The same samples
+    merged the other way are summarised under "other_merge", so the vote's
+    effect is measured without sampling noise.
     """
-    from training.ranking import write_tests
+    from reasoning.stages import merge_tests
+    from training.ranking import sample_test_texts
 
-    written, valid, without = 0, 0, 0
-    rows = []
+    rows, other_rows = [], []
     for lo in range(0, len(problems), 32):
         chunk = problems[lo : lo + 32]
-        tests_per_problem = write_tests(discriminator, [(p.prompt, p.entry_point) for p in chunk], num_tests=num_tests,
-                                        temperature=temperature, max_new_tokens=max_new_tokens, agreement=agreement)
-        jobs = [(p.reference_solution, tests, p.entry_point) for p, tests in zip(chunk, tests_per_problem) if tests]
+        texts = sample_test_texts(discriminator, [(p.prompt, p.entry_point) for p in chunk], num_tests=num_tests,
+                                  temperature=temperature, max_new_tokens=max_new_tokens)
+        merged = [[merge_tests(t, p.entry_point, num_tests, mode)[0] for mode in (agreement, not agreement)]
+                  for t, p in zip(texts, chunk)]
+        union = [list(dict.fromkeys(main + other)) for main, other in merged]
+        jobs = [(p.reference_solution, tests, p.entry_point) for p, tests in zip(chunk, union) if tests]
         results = iter(sandbox.run_batch(jobs) if jobs else [])
-        for p, tests in zip(chunk, tests_per_problem):
-            passed = padded(next(results).test_results, len(tests)) if tests else []
-            written, valid, without = written + len(tests), valid + sum(passed), without + (not tests)
-            rows.append({"id": p.id, "tests": tests, "valid": passed})
+        for p, tests, (main, other) in zip(chunk, union, merged):
+            ok = dict(zip(tests, padded(next(results).test_results, len(tests)))) if tests else {}
+            rows.append({"id": p.id, "tests": main, "valid": [ok[t] for t in main]})
+            other_rows.append([ok[t] for t in other])
         if bar is not None:
             bar.update(len(chunk))
     return {
         "temperature": temperature,
         "agreement": agreement,
-        "test_validity": valid / written if written else float("nan"),
-        "tests_per_problem": written / len(problems) if problems else 0.0,
-        "problems_without_tests": without,
+        **_validity([row["valid"] for row in rows]),
+        "other_merge": {"agreement": not agreement, **_validity(other_rows)},
         "problems": rows,
+    }
+
+
+def _validity(valid_per_problem: list) -> dict:
+    written = sum(len(v) for v in valid_per_problem)
+    n = len(valid_per_problem)
+    return {
+        "test_validity": sum(sum(v) for v in valid_per_problem) / written if written else float("nan"),
+        "tests_per_problem": written / n if n else 0.0,
+        "valid_tests_per_problem": sum(sum(v) for v in valid_per_problem) / n if n else 0.0,
+        "problems_without_tests": sum(1 for v in valid_per_problem if not v),
     }
 
 
@@ -318,6 +333,7 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
     budgets = _budgets(max_new_tokens, config.max_new_tokens)
     report = _header(checkpoint_dir, n, ks, num_samples_rerank)
     report["test_validity"] = validity_temperature is not None
+    report["test_agreement"] = test_agreement
     report["checkpoint_stage"] = metrics.get("stage_id")
     with _sandbox(config, workers) as sandbox:
         for spec, problems in sources:
@@ -382,7 +398,8 @@ def to_markdown(report: dict) -> str:
     if rerank:
         cols += [f"reranked pass@1 (of {report['num_samples_rerank']})", "random pick pass@1"]
     if validity:
-        cols += ["discriminator test validity", "its tests per problem"]
+        other = "without" if report.get("test_agreement", True) else "with"
+        cols += ["discriminator test validity", "its tests per problem", f"validity {other} agreement"]
     lines = [f"Evaluation of {title}", "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in report["results"]:
         cells = [f"`{r['source']}`", str(r["num_problems"]), str(r.get("n", 0))]
@@ -393,7 +410,8 @@ def to_markdown(report: dict) -> str:
             cells += [_fmt(rr.get("pass@1")), _fmt(rr.get("random_pick_pass@1"))]
         if validity:
             tv = r.get("tests") or {}
-            cells += [_fmt(tv.get("test_validity")), _fmt(tv.get("tests_per_problem"))]
+            om = tv.get("other_merge") or {}
+            cells += [_fmt(tv.get("test_validity")), _fmt(tv.get("tests_per_problem")), _fmt(om.get("test_validity"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

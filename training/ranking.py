@@ -146,7 +146,16 @@ def write_tests(discriminator, items: list, num_tests: int = 5, temperature: flo
     single-line asserts that call the entry point, merged from `samples`
     completions per problem, with or without `agreement`), for evaluating hundreds of problems.
     """
-    from reasoning.stages import merge_tests, writer_samples
+    from reasoning.stages import merge_tests
+
+    texts = sample_test_texts(discriminator, items, num_tests, temperature, max_new_tokens, batch_size, samples)
+    return [merge_tests(t, entry_point, num_tests, agreement)[0] for t, (_, entry_point) in zip(texts, items)]
+
+
+def sample_test_texts(discriminator, items: list, num_tests: int = 5, temperature: float = 0.7,
+                      max_new_tokens: int = 128, batch_size: int = 32, samples: int | None = None) -> list:
+    """Per (problem_text, entry_point) item, the test writer's raw completions that `write_tests` merges."""
+    from reasoning.stages import writer_samples
 
     S = writer_samples(num_tests, temperature, samples)
     per_call = max(1, batch_size // S)  # prompts per generate call: about batch_size sequences
@@ -155,8 +164,7 @@ def write_tests(discriminator, items: list, num_tests: int = 5, temperature: flo
         chunk = items[lo : lo + per_call]
         prompts = [discriminator.test_prompt(problem, entry_point) for problem, entry_point in chunk]
         rollout = discriminator.sample_tests(prompts, num_samples=S, max_new_tokens=max_new_tokens, temperature=temperature)
-        for i, (_, entry_point) in enumerate(chunk):
-            out.append(merge_tests(rollout.texts[i * S : (i + 1) * S], entry_point, num_tests, agreement)[0])
+        out.extend(rollout.texts[i * S : (i + 1) * S] for i in range(len(chunk)))
     return out
 
 
