@@ -331,6 +331,8 @@ def test_rerank_reports_the_codet_pick_against_a_random_pick(monkeypatch):
     assert out["rerank"]["pass@1"] == 1.0
     assert out["rerank"]["random_pick_pass@1"] == pytest.approx(0.5)
     assert out["rerank"]["mean_tests_per_problem"] == 2
+    # its samples all agree, so merging them without the vote picks the same
+    assert out["rerank"]["other_merge"] == {"agreement": False, "pass@1": 1.0}
 
 
 def test_test_validity_counts_the_tests_the_reference_solution_passes():
@@ -379,6 +381,23 @@ def test_test_validity_merges_the_samples_by_agreement_unless_told_not_to(agreem
     assert other["test_validity"] == pytest.approx(2 / 3 if agreement else 1.0)
     assert other["tests_per_problem"] == (3 if agreement else 1)
     assert other["valid_tests_per_problem"] == (2 if agreement else 1)
+
+
+def test_rerank_reports_the_pick_of_the_other_merge_from_the_same_samples():
+    from sandbox import Sandbox
+    from training.evaluate import rerank_samples
+
+    right = "def f(x):\n    return x + 1\n"
+    three = "def f(x):\n    return 3\n"  # passes only the guess f(1) == 3
+    problem = Problem(id="p1", prompt="p1", entry_point="f", reference_solution=right, tests=["assert f(1) == 2"])
+    with Sandbox(timeout_s=2.0, memory_mb=512, workers=1) as sandbox:
+        [pick] = rerank_samples(GuessingDiscriminator(), [problem], [[three, three, right]], sandbox, num_tests=3)
+    # by agreement only f(5) == 6 is left: `right` passes it, the two `three`s do not
+    assert pick["tests"] == ["assert f(5) == 6"] and pick["matrix"] == [[False], [False], [True]]
+    assert pick["pick"].index == 2
+    # every test: f(1) == 2, f(5) == 6, f(1) == 3; the two `three`s pass one each (2 x 1), `right` two (1 x 2),
+    # and the tie goes to the earlier sample
+    assert pick["other_pick"].index == 0
 
 
 def test_sampling_n_at_temperature_zero_is_refused():

@@ -145,24 +145,31 @@ def rerank_samples(discriminator, problems: list, samples_per_problem: list, san
                    test_temperature: float = 0.7, max_new_tokens: int = 128, bar=None, agreement: bool = True) -> list:
     """CodeT picks: per problem, the discriminator writes tests, every sample runs them, dual agreement picks one.
 
-    Returns per problem a dict with the pick (RankedPick), the tests and the pass matrix.
+    Returns per problem a dict with the pick (RankedPick), the tests and the
+    pass matrix, and `other_pick`: CodeT's pick from the same test samples
+    merged the other way (with or without `agreement`).
     """
-    from training.ranking import codet_rank, write_tests
+    from reasoning.stages import merge_tests
+    from training.ranking import codet_rank, sample_test_texts
 
     batch = 32
     picks = []
     for lo in range(0, len(problems), batch):
         chunk = problems[lo : lo + batch]
-        tests_per_problem = write_tests(discriminator, [(p.prompt, p.entry_point) for p in chunk], num_tests=num_tests,
-                                        temperature=test_temperature, max_new_tokens=max_new_tokens, agreement=agreement)
+        codes_chunk = samples_per_problem[lo : lo + batch]
+        texts = sample_test_texts(discriminator, [(p.prompt, p.entry_point) for p in chunk], num_tests=num_tests,
+                                  temperature=test_temperature, max_new_tokens=max_new_tokens)
+        merged = [[merge_tests(t, p.entry_point, num_tests, mode)[0] for mode in (agreement, not agreement)]
+                  for t, p in zip(texts, chunk)]
+        union = [list(dict.fromkeys(main + other)) for main, other in merged]
         # one sandbox batch for the whole chunk: every sample against its problem's tests
-        jobs = [(code, tests, p.entry_point)
-                for p, tests, codes in zip(chunk, tests_per_problem, samples_per_problem[lo : lo + batch])
-                for code in codes if tests]
+        jobs = [(code, tests, p.entry_point) for p, tests, codes in zip(chunk, union, codes_chunk) for code in codes if tests]
         results = iter(sandbox.run_batch(jobs) if jobs else [])
-        for tests, codes in zip(tests_per_problem, samples_per_problem[lo : lo + batch]):
-            matrix = [padded(next(results).test_results, len(tests)) for _ in codes] if tests else [[] for _ in codes]
-            picks.append({"pick": codet_rank(matrix), "tests": tests, "matrix": matrix})
+        for tests, (main, other), codes in zip(union, merged, codes_chunk):
+            rows = [dict(zip(tests, padded(next(results).test_results, len(tests)))) if tests else {} for _ in codes]
+            matrix = [[row[t] for t in main] for row in rows]
+            picks.append({"pick": codet_rank(matrix), "tests": main, "matrix": matrix,
+                          "other_pick": codet_rank([[row[t] for t in other] for row in rows])})
         if bar is not None:
             bar.update(len(chunk))
     return picks
@@ -270,12 +277,16 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
                                max_new_tokens=test_max_new_tokens, bar=bar, agreement=test_agreement)
         bar.close()
         chosen = [rows[pk["pick"].index] for rows, pk in zip(rerank_rows, picks)]
+        other_chosen = [rows[pk["other_pick"].index] for rows, pk in zip(rerank_rows, picks)]
         result["rerank"] = {
             "num_samples": R,
             "pass@1": float(np.mean(chosen)) if chosen else 0.0,
             # what picking one of the R samples at random would give: the bar the reranker must clear
             "random_pick_pass@1": float(np.mean([sum(r) / len(r) for r in rerank_rows])) if rerank_rows else 0.0,
             "mean_tests_per_problem": float(np.mean([len(pk["tests"]) for pk in picks])) if picks else 0.0,
+            # the same samples and test samples, the tests merged the other way
+            "other_merge": {"agreement": not test_agreement,
+                            "pass@1": float(np.mean(other_chosen)) if other_chosen else 0.0},
         }
         for row, rows, pk in zip(result["problems"], rerank_rows, picks):
             row["rerank"] = {"pick": pk["pick"].index, "pick_passed": rows[pk["pick"].index], "tests": pk["tests"],
