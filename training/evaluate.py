@@ -149,19 +149,14 @@ def rerank_samples(discriminator, problems: list, samples_per_problem: list, san
     pass matrix, and `other_pick`: CodeT's pick from the same test samples
     merged the other way (with or without `agreement`).
     """
-    from reasoning.stages import merge_tests
-    from training.ranking import codet_rank, sample_test_texts
+    from training.ranking import codet_rank
 
     batch = 32
     picks = []
     for lo in range(0, len(problems), batch):
         chunk = problems[lo : lo + batch]
         codes_chunk = samples_per_problem[lo : lo + batch]
-        texts = sample_test_texts(discriminator, [(p.prompt, p.entry_point) for p in chunk], num_tests=num_tests,
-                                  temperature=test_temperature, max_new_tokens=max_new_tokens)
-        merged = [[merge_tests(t, p.entry_point, num_tests, mode)[0] for mode in (agreement, not agreement)]
-                  for t, p in zip(texts, chunk)]
-        union = [list(dict.fromkeys(main + other)) for main, other in merged]
+        merged, union = _tests_both_ways(discriminator, chunk, num_tests, test_temperature, max_new_tokens, agreement)
         # one sandbox batch for the whole chunk: every sample against its problem's tests
         jobs = [(code, tests, p.entry_point) for p, tests, codes in zip(chunk, union, codes_chunk) for code in codes if tests]
         results = iter(sandbox.run_batch(jobs) if jobs else [])
@@ -173,6 +168,23 @@ def rerank_samples(discriminator, problems: list, samples_per_problem: list, san
         if bar is not None:
             bar.update(len(chunk))
     return picks
+
+
+def _tests_both_ways(discriminator, problems: list, num_tests: int, temperature: float, max_new_tokens: int,
+                     agreement: bool) -> tuple:
+    """The discriminator's tests per problem from one set of samples, merged with `agreement` and the other way.
+
+    Returns ([(main, other)], union): the two merges, and per problem their
+    distinct tests together, to run in one sandbox job.
+    """
+    from reasoning.stages import merge_tests
+    from training.ranking import sample_test_texts
+
+    texts = sample_test_texts(discriminator, [(p.prompt, p.entry_point) for p in problems], num_tests=num_tests,
+                              temperature=temperature, max_new_tokens=max_new_tokens)
+    merged = [tuple(merge_tests(t, p.entry_point, num_tests, mode)[0] for mode in (agreement, not agreement))
+              for t, p in zip(texts, problems)]
+    return merged, [list(dict.fromkeys(main + other)) for main, other in merged]
 
 
 def discriminator_test_validity(discriminator, problems: list, sandbox, num_tests: int = 5, temperature: float = 0.7,
@@ -187,17 +199,10 @@ def discriminator_test_validity(discriminator, problems: list, sandbox, num_test
     merged the other way are summarised under "other_merge", so the vote's
     effect is measured without sampling noise.
     """
-    from reasoning.stages import merge_tests
-    from training.ranking import sample_test_texts
-
     rows, other_rows = [], []
     for lo in range(0, len(problems), 32):
         chunk = problems[lo : lo + 32]
-        texts = sample_test_texts(discriminator, [(p.prompt, p.entry_point) for p in chunk], num_tests=num_tests,
-                                  temperature=temperature, max_new_tokens=max_new_tokens)
-        merged = [[merge_tests(t, p.entry_point, num_tests, mode)[0] for mode in (agreement, not agreement)]
-                  for t, p in zip(texts, chunk)]
-        union = [list(dict.fromkeys(main + other)) for main, other in merged]
+        merged, union = _tests_both_ways(discriminator, chunk, num_tests, temperature, max_new_tokens, agreement)
         jobs = [(p.reference_solution, tests, p.entry_point) for p, tests in zip(chunk, union) if tests]
         results = iter(sandbox.run_batch(jobs) if jobs else [])
         for p, tests, (main, other) in zip(chunk, union, merged):

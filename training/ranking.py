@@ -136,25 +136,14 @@ def _padded(results, n: int) -> list:
     return results + [False] * (n - len(results))
 
 
-def write_tests(discriminator, items: list, num_tests: int = 5, temperature: float = 0.7,
-                max_new_tokens: int = 128, batch_size: int = 32, samples: int | None = None,
-                agreement: bool = True) -> list:
-    """The discriminator's tests for many (problem_text, entry_point) items, sampled in batches.
-
-    The batched form of `LLMDiscriminator.generate_tests(problem, entry_point)`
-    (same prompt, same sampling, same parsing: up to `num_tests` distinct
-    single-line asserts that call the entry point, merged from `samples`
-    completions per problem, with or without `agreement`), for evaluating hundreds of problems.
-    """
-    from reasoning.stages import merge_tests
-
-    texts = sample_test_texts(discriminator, items, num_tests, temperature, max_new_tokens, batch_size, samples)
-    return [merge_tests(t, entry_point, num_tests, agreement)[0] for t, (_, entry_point) in zip(texts, items)]
-
-
 def sample_test_texts(discriminator, items: list, num_tests: int = 5, temperature: float = 0.7,
                       max_new_tokens: int = 128, batch_size: int = 32, samples: int | None = None) -> list:
-    """Per (problem_text, entry_point) item, the test writer's raw completions that `write_tests` merges."""
+    """Per (problem_text, entry_point) item, the test writer's raw completions (`merge_tests` makes tests of them).
+
+    The batched form of `LLMDiscriminator.generate_tests` before the merge:
+    same prompt and sampling, `samples` completions per item (default:
+    `num_tests` when sampling, one when greedy), for hundreds of problems.
+    """
     from reasoning.stages import writer_samples
 
     S = writer_samples(num_tests, temperature, samples)
