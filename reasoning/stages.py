@@ -148,10 +148,10 @@ def merge_tests(texts: list, entry_point: str, limit: int, agreement: bool = Tru
 
     With `agreement` (self-consistency over the samples), a call that the
     samples assert different results for (`f(0) == 0` in one, `f(0) == -19`
-    in another) keeps only a result that more than half of those samples
-    agree on, and is dropped when none does: a writer that guesses scatters
-    its wrong results, while one that knows repeats the right one. The kept
-    tests come most-agreed first. Without it, every distinct test is kept in
+    in another) keeps only a result with more than half of the votes on that
+    call (one per sample that asserts it), and is dropped when none has them:
+    a writer that guesses scatters its wrong results, while one that knows
+    repeats the right one. The kept tests come most-agreed first. Without it, every distinct test is kept in
     the order the samples wrote them.
     """
     per_sample: list[list[str]] = []
