@@ -123,12 +123,10 @@ class LLMDiscriminator(CausalLMWrapper):
         rollout = self.sample_tests([self.test_prompt(problem, entry_point, code)],
                                     num_samples=writer_samples(num_tests, temperature, samples),
                                     max_new_tokens=max_new_tokens, temperature=temperature)
-        tests, self.last_dropped_tests = merge_tests(rollout.texts, entry_point, num_tests, agreement)
-        self.last_disputed_tests = 0
-        if agreement:
-            every = len(merge_tests(rollout.texts, entry_point, sys.maxsize, agreement=False)[0])
-            self.last_disputed_tests = every - len(merge_tests(rollout.texts, entry_point, sys.maxsize)[0])
-        return tests
+        every, self.last_dropped_tests = merge_tests(rollout.texts, entry_point, sys.maxsize, agreement=False)
+        kept = merge_tests(rollout.texts, entry_point, sys.maxsize)[0] if agreement else every
+        self.last_disputed_tests = len(every) - len(kept)
+        return kept[:num_tests]
 
     # ------------------------------------------------------------------ checkpoints
 
