@@ -49,6 +49,11 @@ class ExecutionResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def outcomes(self, n: int) -> list:
+        """Exactly n booleans, one per test given: a job that crashed before reporting them all fails the rest."""
+        results = [bool(r) for r in list(self.test_results or [])[:n]]
+        return results + [False] * (n - len(results))
+
 
 @dataclass
 class SandboxConfig:

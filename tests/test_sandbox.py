@@ -479,3 +479,12 @@ def test_safe_in_a_process_with_torch_loaded():
     torch.ones(4).sum()                    # threads and torch state exist
     with Sandbox(timeout_s=2.0, workers=1) as box:
         assert box.run(INC, ["assert f(1) == 2"], "f").passed
+
+
+def test_outcomes_pads_a_short_report_with_failures():
+    from sandbox import ExecutionResult
+
+    crashed = ExecutionResult(False, [True], "error", "died")
+    assert crashed.outcomes(3) == [True, False, False]
+    assert ExecutionResult(True, [True, True, True], "ok").outcomes(2) == [True, True]
+    assert ExecutionResult(False, None, "error").outcomes(1) == [False]
