@@ -32,6 +32,11 @@ class Stage:
     max_new_tokens: int  # default token budget for this stage's output
 
     @property
+    def is_code(self) -> bool:
+        """The last stage is executable code: judged by running it, not by the scoring head."""
+        return self.id == NUM_STAGES
+
+    @property
     def header(self) -> str:
         return STAGE_HEADER.format(id=self.id, name=self.name)
 
@@ -47,7 +52,7 @@ class Stage:
 
     def extract(self, text: str) -> str:
         """The usable part of a raw completion for this stage."""
-        return extract_code(text) if self.id == 5 else cut_at_next_header(text)
+        return extract_code(text) if self.is_code else cut_at_next_header(text)
 
 
 STAGES: tuple[Stage, ...] = (
