@@ -43,18 +43,17 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
 
-    from training.errors import run_cli
+    from training.cli import run_cli
 
     return run_cli(run, args)
 
 
 def run(args) -> int:
     from reasoning.stages import NUM_STAGES, get_stage
-    from training.build import build_sandbox
+    from training.build import build_sandbox, quiet_model_loading
     from training.chains import generate_chains
+    from training.cli import check_flags, write_atomically
     from training.errors import UserError
-    from training.evaluate import write_atomically
-    from training.build import quiet_model_loading
     from training.loading import load_players
     from training.ranking import codet_rank, infer_entry_point, pass_matrix
 
@@ -62,17 +61,12 @@ def run(args) -> int:
     problem = (args.problem or "").strip()
     if not problem:
         raise UserError('the problem is empty; pass its statement with --problem "..."')
-    if args.num_samples < 1:
-        raise UserError(f"--num-samples must be at least 1, got {args.num_samples}")
-    if args.num_tests < 1:
-        raise UserError(f"--num-tests must be at least 1, got {args.num_tests}")
-    if args.max_new_tokens is not None and args.max_new_tokens < 1:
-        raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
+    check_flags(("count", "--num-samples", args.num_samples), ("count", "--num-tests", args.num_tests),
+                ("budget", "--max-new-tokens", args.max_new_tokens))
     if args.entry_point is not None and not args.entry_point.isidentifier():
         raise UserError(f"--entry-point must be a Python function name, got {args.entry_point!r}")
     temperature = args.temperature if args.temperature is not None else (0.8 if args.num_samples > 1 else 0.0)
-    if temperature < 0:
-        raise UserError(f"--temperature must be 0 (greedy) or positive, got {temperature}")
+    check_flags(("temperature", "--temperature", temperature))
     wants_tests = args.generate_tests or args.num_samples > 1
 
     # ---------------------------------------------------------------- players

@@ -37,7 +37,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
 
-    from training.errors import run_cli
+    from training.cli import run_cli
 
     return run_cli(
         run, args, overrides,

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from models.tiny import resolve_model_path
-from training.errors import UserError
+from models.errors import UserError
 
 logger = logging.getLogger(__name__)
 

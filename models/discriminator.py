@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from models.base import CausalLMWrapper, Rollout
 from reasoning.stages import build_discriminator_prompt, build_test_prompt, merge_tests, writer_samples
-from training.errors import UserError
+from models.errors import UserError
 
 __all__ = ["LLMDiscriminator", "Rollout"]
 

@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 
 import numpy as np
 
-from training.errors import UserError, run_cli
+from training.cli import check_flags, run_cli, write_atomically
+from training.errors import UserError
 
 
 DEFAULT_SPECS = "curriculum:heldout_instances,curriculum:heldout_families"
@@ -436,24 +435,6 @@ def _fmt(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same directory and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
-    except OSError as e:
-        raise UserError(f"cannot write {path} ({e.strerror}); choose a writable path") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 # ============================================================================= CLI
 def parse_args(argv):
     parser = argparse.ArgumentParser(
@@ -507,14 +488,10 @@ def run(args) -> int:
     specs = [s.strip() for s in args.problems.split(",") if s.strip()]
     if not specs:
         raise UserError("--problems is empty; give e.g. curriculum:heldout_instances or humaneval")
-    if args.n < 1:
-        raise UserError(f"--n must be at least 1, got {args.n}")
-    if args.max_new_tokens is not None and args.max_new_tokens < 1:
-        raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
+    check_flags(("count", "--n", args.n), ("budget", "--max-new-tokens", args.max_new_tokens))
     if args.test_validity and args.canonical:
         raise UserError("--test-validity needs a checkpoint's discriminator; drop --canonical")
-    if args.test_temperature < 0:
-        raise UserError(f"--test-temperature must be 0 (greedy) or positive, got {args.test_temperature}")
+    check_flags(("temperature", "--test-temperature", args.test_temperature))
     skipped = [k for k in ks if k > (1 if args.canonical else args.n)]
     if skipped and args.k:  # the default list is trimmed to --n silently
         print(f"note: pass@{','.join(map(str, skipped))} needs more samples than --n; skipped", file=sys.stderr)
