@@ -9,10 +9,13 @@ with `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`.
 Nothing else in the project knows it is special.
 
     python -m models.tiny                     # build (or find) it, print the directory
-    python -m models.tiny --train-tokenizer   # retrain models/tiny_tokenizer/tokenizer.json
+    python -m training.tiny_tokenizer         # retrain models/tiny_tokenizer/tokenizer.json
 
 The tokenizer file is committed; it is trained on the repository's own Python
 source plus the bundled curriculum rendered exactly as the training prompts are.
+`train_tokenizer` here fixes how (byte-level BPE, the vocabulary, the
+pre-tokenizer); the corpus is its caller's, since the curriculum lives in
+training/, above this package.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import os
 import shutil
 import sys
 import tempfile
+
+from models.errors import UserError
 
 TINY_NAME = "tiny"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,9 +92,7 @@ def build_tiny(root: str | None = None) -> str:
     and the others discard their identical copy.
     """
     if not os.path.isfile(TOKENIZER_FILE):
-        from training.errors import UserError
-
-        raise UserError(f"{TOKENIZER_FILE} is missing; run `python -m models.tiny --train-tokenizer` to create it")
+        raise UserError(f"{TOKENIZER_FILE} is missing; run `python -m training.tiny_tokenizer` to create it")
     root = root or cache_dir()
     final = os.path.join(root, f"tiny-{_build_key()}")
     if os.path.isfile(os.path.join(final, "config.json")):
@@ -151,54 +154,9 @@ def _write_tiny(path: str) -> None:
 # --------------------------------------------------------------------------- tokenizer training
 
 
-def _repo_python_files() -> list[str]:
-    skip = {"__pycache__", "checkpoints", "venv", "node_modules", "shared"}
-    found = []
-    for dirpath, dirnames, filenames in os.walk(ROOT):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in skip)
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if f.endswith(".py"))
-    return found
-
-
-def _curriculum_texts() -> list[str]:
-    """Every curriculum problem rendered as the warm-up sees it: each stage's prompt plus its gold text."""
-    from reasoning.stages import NUM_STAGES, build_prompt, build_test_prompt
-    from training.curriculum import load_curriculum
-
-    texts = []
-    for problem in load_curriculum(split="all"):
-        gold = list(problem.gold_stages or [])
-        chain = gold + [problem.reference_solution] if len(gold) == NUM_STAGES - 1 else None
-        if chain is None:
-            texts.append(build_prompt(problem.prompt, [], 1) + problem.reference_solution)
-        else:
-            for k in range(1, NUM_STAGES + 1):
-                texts.append(build_prompt(problem.prompt, chain[: k - 1], k) + chain[k - 1])
-        entry_point = getattr(problem, "entry_point", None)
-        tests = "\n".join(problem.tests or [])
-        if entry_point:
-            texts.append(build_test_prompt(problem.prompt, entry_point) + tests)
-        else:
-            texts.append(tests)
-    return texts
-
-
-def train_tokenizer(out_file: str = TOKENIZER_FILE, extra_files: list[str] = ()) -> dict:
-    """Train the byte-level BPE on repository text; write `out_file`; return a summary."""
+def train_tokenizer(texts: list[str], out_file: str = TOKENIZER_FILE) -> dict:
+    """Train the byte-level BPE on `texts`; write `out_file`; return its size and how well it compresses."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-
-    texts = []
-    for path in list(_repo_python_files()) + list(extra_files):
-        with open(path, encoding="utf-8", errors="replace") as f:
-            texts.append(f.read())
-    n_source = len(texts)
-    try:
-        curriculum = _curriculum_texts()
-        curriculum_note = f"{len(curriculum)} rendered curriculum texts"
-    except ImportError as e:
-        curriculum = []
-        curriculum_note = f"no curriculum ({e}); trained on repository source only"
-    texts.extend(curriculum)
 
     tokenizer = Tokenizer(models.BPE())
     # The same normalizer and pre-tokenizer as transformers' Qwen2Tokenizer, which
@@ -229,23 +187,18 @@ def train_tokenizer(out_file: str = TOKENIZER_FILE, extra_files: list[str] = ())
     return {
         "file": os.path.relpath(out_file, ROOT),
         "vocab_size": tokenizer.get_vocab_size(),
-        "source_files": n_source,
-        "curriculum": curriculum_note,
         "chars": chars,
         "chars_per_token": round(chars / max(tokens, 1), 2),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build the embedded tiny model, or retrain its tokenizer.")
-    parser.add_argument("--train-tokenizer", action="store_true", help="retrain models/tiny_tokenizer/tokenizer.json")
-    parser.add_argument("--extra", nargs="*", default=[], help="extra text files for tokenizer training")
-    args = parser.parse_args(argv)
-    if args.train_tokenizer:
-        summary = train_tokenizer(extra_files=args.extra)
-        print(json.dumps(summary, indent=2))
-        print("the tiny model is rebuilt on next use (its cache key includes the tokenizer file)")
-        return 0
+    parser = argparse.ArgumentParser(
+        prog="python -m models.tiny",
+        description="Build the embedded tiny model (or find it in the cache) and print its directory. "
+        "`python -m training.tiny_tokenizer` retrains its tokenizer."
+    )
+    parser.parse_args(argv)
     print(build_tiny())
     return 0
 

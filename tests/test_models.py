@@ -138,6 +138,22 @@ def test_tiny_is_deterministic_by_seed(tmp_path):
     assert not any(name.startswith(".tiny-tmp-") for name in os.listdir(tmp_path / "a"))  # no temp dir left
 
 
+def test_tokenizer_learns_the_corpus_its_caller_gives(tmp_path):
+    from tokenizers import Tokenizer
+
+    from models.tiny import SPECIAL_TOKENS, VOCAB_SIZE, train_tokenizer
+
+    texts = ["def zanzibar_total(xs):\n    return sum(xs)\n"] * 50 + ["assert zanzibar_total([1, 2]) == 3\n"] * 50
+    out = tmp_path / "tokenizer.json"
+    summary = train_tokenizer(texts, str(out))
+    tokenizer = Tokenizer.from_file(str(out))
+    assert summary["vocab_size"] == tokenizer.get_vocab_size() <= VOCAB_SIZE
+    assert summary["chars"] == sum(map(len, texts)) and summary["chars_per_token"] > 1
+    assert all(tokenizer.token_to_id(t) is not None for t in SPECIAL_TOKENS)
+    assert len(tokenizer.encode(" zanzibar").ids) == 1  # a word the corpus repeats is one token
+    assert tokenizer.encode("12").tokens == ["1", "2"]  # digits stay one by one
+
+
 # --------------------------------------------------------------------------- generator
 
 
