@@ -18,7 +18,7 @@ def run_references(problems) -> list:
     results = sandbox().run_batch([(p.reference_solution, p.tests, p.entry_point) for p in problems])
     failures = []
     for p, r in zip(problems, results):
-        for test, ok in zip(p.tests, list(r.test_results) + [False] * (len(p.tests) - len(r.test_results))):
+        for test, ok in zip(p.tests, r.outcomes(len(p.tests))):
             if not ok:
                 failures.append((p.id, test, f"{r.status}: {r.error}"))
     return failures

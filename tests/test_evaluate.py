@@ -2,11 +2,11 @@
 
 import json
 import math
-from dataclasses import dataclass, field
 from itertools import combinations
 
 import pytest
 
+from sandbox import ExecutionResult
 from training.evaluate import evaluate_samples, main as evaluate_main, pass_at_k, sample_passed, summarize, to_markdown
 from training.problems import Problem
 from training.ranking import codet_rank, group_by_passes, infer_entry_point, pass_matrix
@@ -147,14 +147,6 @@ def test_infer_entry_point(problem, codes, expected):
 
 
 # ================================================================== scoring path (fake sandbox)
-@dataclass
-class FakeResult:
-    passed: bool
-    test_results: list = field(default_factory=list)
-    status: str = "ok"
-    error: str = ""
-
-
 class FakeSandbox:
     """Runs nothing: a sample "passes" test j when the code string contains `ok<j>`; `crash` reports nothing."""
 
@@ -166,10 +158,10 @@ class FakeSandbox:
         out = []
         for code, tests, _entry in jobs:
             if "crash" in code:
-                out.append(FakeResult(False, [], "error"))
+                out.append(ExecutionResult(False, [], "error"))
                 continue
             results = [f"ok{j}" in code for j in range(len(tests))]
-            out.append(FakeResult(all(results), results))
+            out.append(ExecutionResult(all(results), results, "ok"))
         return out
 
 
@@ -194,11 +186,11 @@ def test_evaluate_samples_counts_full_passes_only():
 
 def test_block_test_is_judged_by_the_sandbox_verdict():
     # HumanEval keeps one check(...) block: pass/fail is the sandbox's, whatever test_results says
-    assert sample_passed(FakeResult(True, []), 1) is True
-    assert sample_passed(FakeResult(False, [True]), 1) is False
+    assert sample_passed(ExecutionResult(True, [], "ok"), 1) is True
+    assert sample_passed(ExecutionResult(False, [True], "ok"), 1) is False
     # several tests: a job that stopped half-way fails the tests it did not report
-    assert sample_passed(FakeResult(True, [True]), 2) is False
-    assert sample_passed(FakeResult(True, [True, True]), 2) is True
+    assert sample_passed(ExecutionResult(True, [True], "ok"), 2) is False
+    assert sample_passed(ExecutionResult(True, [True, True], "ok"), 2) is True
 
 
 def test_pass_matrix_pads_crashed_jobs():

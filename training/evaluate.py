@@ -62,13 +62,7 @@ def sample_passed(result, num_tests: int) -> bool:
     """
     if num_tests <= 1:
         return bool(result.passed)
-    return bool(result.passed) and all(padded(result.test_results, num_tests))
-
-
-def padded(results, n: int) -> list:
-    """Per-test booleans, cut or padded with False to n."""
-    results = [bool(r) for r in list(results or [])[:n]]
-    return results + [False] * (n - len(results))
+    return bool(result.passed) and all(result.outcomes(num_tests))
 
 
 def run_samples(problems: list, samples_per_problem: list, sandbox) -> list:
@@ -92,7 +86,7 @@ def evaluate_samples(problems: list, samples_per_problem: list, sandbox, ks=(1,)
     for p, per_sample in zip(problems, results):
         n_tests = len(p.tests)
         passed = [sample_passed(r, n_tests) for r in per_sample]
-        fractions = [sum(padded(r.test_results, n_tests)) / n_tests if n_tests > 1 else float(ok)
+        fractions = [sum(r.outcomes(n_tests)) / n_tests if n_tests > 1 else float(ok)
                      for r, ok in zip(per_sample, passed)]
         rows.append({
             "id": p.id,
@@ -160,7 +154,7 @@ def rerank_samples(discriminator, problems: list, samples_per_problem: list, san
         jobs = [(code, tests, p.entry_point) for p, tests, codes in zip(chunk, union, codes_chunk) for code in codes if tests]
         results = iter(sandbox.run_batch(jobs) if jobs else [])
         for tests, (main, other), codes in zip(union, merged, codes_chunk):
-            rows = [dict(zip(tests, padded(next(results).test_results, len(tests)))) if tests else {} for _ in codes]
+            rows = [dict(zip(tests, next(results).outcomes(len(tests)))) if tests else {} for _ in codes]
             matrix = [[row[t] for t in main] for row in rows]
             picks.append({"pick": codet_rank(matrix), "tests": main, "matrix": matrix,
                           "other_pick": codet_rank([[row[t] for t in other] for row in rows])})
@@ -205,7 +199,7 @@ def discriminator_test_validity(discriminator, problems: list, sandbox, num_test
         jobs = [(p.reference_solution, tests, p.entry_point) for p, tests in zip(chunk, union) if tests]
         results = iter(sandbox.run_batch(jobs) if jobs else [])
         for p, tests, (main, other) in zip(chunk, union, merged):
-            ok = dict(zip(tests, padded(next(results).test_results, len(tests)))) if tests else {}
+            ok = dict(zip(tests, next(results).outcomes(len(tests)))) if tests else {}
             rows.append({"id": p.id, "tests": main, "valid": [ok[t] for t in main]})
             other_rows.append([ok[t] for t in other])
         if bar is not None:

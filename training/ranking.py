@@ -128,12 +128,7 @@ def pass_matrix(sandbox, codes: list, tests: list, entry_point: str) -> list:
     if not tests:
         return [[] for _ in codes]
     results = sandbox.run_batch([(code, list(tests), entry_point) for code in codes])
-    return [_padded(r.test_results, len(tests)) for r in results]
-
-
-def _padded(results, n: int) -> list:
-    results = [bool(r) for r in list(results or [])[:n]]
-    return results + [False] * (n - len(results))
+    return [r.outcomes(len(tests)) for r in results]
 
 
 def sample_test_texts(discriminator, items: list, num_tests: int = 5, temperature: float = 0.7,
