@@ -25,10 +25,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(name: str):
-    return None if name == "auto" else getattr(torch, name)
-
-
 def set_threads(cpu_threads: int) -> None:
     if cpu_threads > 0:
         torch.set_num_threads(cpu_threads)
@@ -56,7 +52,7 @@ def build_players(config: TrainingConfig):
     device = resolve_device(config.device)
     common = dict(
         device=device,
-        dtype=resolve_dtype(config.dtype),
+        dtype=config.dtype,  # the name, not a torch dtype: "auto" alone turns on bf16 autocast on CUDA
         use_lora=config.use_lora,
         lora_r=config.lora.r,
         lora_alpha=config.lora.alpha,

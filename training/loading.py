@@ -16,7 +16,7 @@ import logging
 import os
 
 from training import checkpoint as ckpt
-from training.build import resolve_device, resolve_dtype
+from training.build import resolve_device
 from training.config import TrainingConfig
 from training.errors import UserError
 
@@ -48,7 +48,7 @@ def load_players(checkpoint_dir: str, device: str = "auto", dtype=None, discrimi
     # the run's config, with the device these players actually live on
     config = dataclasses.replace(config_from_checkpoint(gen_ckpt, checkpoint_dir), device=device)
     if dtype is None:
-        dtype = resolve_dtype(config.dtype)
+        dtype = config.dtype
     metrics = _metrics(checkpoint_dir, gen_ckpt)
 
     from models.generator import LLMGenerator
