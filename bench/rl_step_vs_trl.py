@@ -128,7 +128,7 @@ def build_ours(args, problems, sandbox, timer, log_dir):
     # The same prompts as TRL's: gold stages 1-4 as the prefix (the trainer caches
     # prefixes per stage; filling the cache replaces its greedy chains).
     for p in problems:
-        trainer._prefix_cache[(p.id, 5)] = list(p.gold_stages)
+        trainer.rollouts.prefix_cache[(p.id, 5)] = list(p.gold_stages)
     if args.beta > 0:
         trainer.reference_model = trainer._make_reference()
 
@@ -153,7 +153,7 @@ def build_ours(args, problems, sandbox, timer, log_dir):
     trainer.generator_optimizer.step = timer.wrap(trainer.generator_optimizer.step, "optimizer")
 
     def step():
-        # train_stage's generator step (DESIGN.md steps 1-3), without the discriminator
+        # train_stage's generator step (rollout, score, update), without the discriminator
         batch = trainer.rollout(5, problems)
         trainer.score(batch)
         advantages, valid, _frac_zero = trainer.compute_advantages(batch.rewards, batch.group_size)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from training.adversarial_trainer import AdversarialTrainer
+from training.losses import compute_advantages
 from training.problems import Problem
 from training.rewards import REWARDS, RewardBatch, combine, cure_test_rewards
 
@@ -32,8 +32,8 @@ def test_combine_is_weighted_mean_of_applicable_terms_and_in_range():
 
 
 def test_stage5_execution_rewards_on_hand_written_completions():
-    fn_ref = REWARDS["reference_tests"](None)
-    fn_disc = REWARDS["discriminator_tests"](None)
+    fn_ref = REWARDS["reference_tests"].fn
+    fn_disc = REWARDS["discriminator_tests"].fn
     p = _problem()
     batch = RewardBatch(
         stage_id=5,
@@ -48,8 +48,18 @@ def test_stage5_execution_rewards_on_hand_written_completions():
     assert fn_disc(batch) == [1.0, None, 0.5]
     batch.discriminator_results = [[True], [True], [True]]
     assert fn_disc(batch)[1] == 0.0
-    batch.stage_id = 3
-    assert fn_ref(batch) == [None] * 3 and fn_disc(batch) == [None] * 3
+    assert REWARDS["reference_tests"].code_stage and REWARDS["discriminator_tests"].code_stage
+
+
+def test_rewards_declare_what_they_read():
+    from training.rewards import NEEDS, register
+
+    assert REWARDS["discriminator"].needs == ("discriminator_scores",) and not REWARDS["discriminator"].code_stage
+    assert REWARDS["lookahead"].needs == ("lookahead_pass",)
+    assert all(set(r.needs) <= set(NEEDS) for r in REWARDS.values())
+    with pytest.raises(ValueError, match="unknown RewardBatch fields"):
+        register("bogus", code_stage=True, needs=("trainer",))
+    assert "bogus" not in REWARDS
 
 
 def test_cure_rewards_follow_design():
@@ -72,7 +82,7 @@ def test_invalid_test_penalty_separates_invalid_from_useless_valid_tests():
 
 def test_group_advantages_skip_zero_spread_groups():
     rewards = [1.0, 0.0, 1.0, 0.0, 0.5, 0.5, 0.5, 0.5]
-    adv, valid, frac = AdversarialTrainer.compute_advantages(rewards, 4)
+    adv, valid, frac = compute_advantages(rewards, 4)
     assert frac == 0.5
     assert valid.tolist() == [True] * 4 + [False] * 4
     assert torch.all(adv[4:] == 0)

@@ -10,6 +10,7 @@ import torch
 from reasoning.stages import build_prompt, build_test_prompt
 from sandbox import Sandbox
 from training.adversarial_trainer import AdversarialTrainer
+from training.warmup import Warmup
 from training.build import build_players, seed_everything
 from training.config import TrainingConfig
 from training.errors import UserError
@@ -122,7 +123,7 @@ def test_full_run_writes_the_checkpoint_tree_with_its_keys(tmp_path, sandbox, pr
         assert key in gen, key
     assert gen["stage_id"] == 5
     metrics = json.loads((tmp_path / "stage_5" / "metrics.json").read_text())
-    for section, keys in {"generator": ("avg_reward", "pass_rate"), "discriminator": ("loss", "accuracy", "test_validity")}.items():
+    for section, keys in {"generator": ("avg_reward", "train_pass_rate"), "discriminator": ("loss", "accuracy", "test_validity")}.items():
         for key in keys:
             assert key in metrics[section], (section, key)
     assert "elapsed_s" in metrics
@@ -190,21 +191,22 @@ def test_no_problems_is_one_clear_error(tmp_path, sandbox):
         trainer.train([])
 
 
-def test_informative_sampling_favours_families_whose_groups_had_spread(tmp_path, sandbox):
+def test_informative_sampling_favours_families_whose_groups_had_spread():
     from types import SimpleNamespace
 
-    trainer = make_trainer(tmp_path, sandbox, "--problem_sampling=informative", "--problems_per_batch=4")
+    from training.distributed import Distributed
+    from training.sampling import ProblemSampler
+
     pool = [SimpleNamespace(family=f, id=f"{f}{i}") for f in ("taught", "hopeless") for i in range(10)]
-    # two stage-5 groups of 3 samples: the "taught" one has spread, the "hopeless" one all fail
-    batch = SimpleNamespace(problems=[pool[0], pool[10]], group_size=3)
+    sampler = ProblemSampler(pool, "informative", batch_size=4, seed=0, global_step=0, dist=Distributed())
+    # two code-stage groups of 3 samples: the "taught" one has spread, the "hopeless" one all fail
     for _ in range(10):
-        trainer._note_spread(batch, torch.tensor([True] * 3 + [False] * 3))
-    assert trainer.family_spread["taught"] == pytest.approx(1.0)
-    assert trainer.family_spread["hopeless"] < 0.15
+        sampler.note_spread([pool[0], pool[10]], 3, torch.tensor([True] * 3 + [False] * 3))
+    assert sampler.family_spread["taught"] == pytest.approx(1.0)
+    assert sampler.family_spread["hopeless"] < 0.15
     drawn = []
     for step in range(100):
-        trainer.global_step = step
-        chosen = trainer._informative_batch(pool, 4)
+        chosen = sampler.batch(iteration=step, global_step=step)
         assert len({p.id for p in chosen}) == 4  # distinct problems within a batch
         drawn += [p.family for p in chosen]
     share = drawn.count("hopeless") / len(drawn)
@@ -214,14 +216,14 @@ def test_informative_sampling_favours_families_whose_groups_had_spread(tmp_path,
 def test_informative_sampling_trains_a_stage(tmp_path, sandbox, problems):
     trainer = make_trainer(tmp_path, sandbox, "--problem_sampling=informative", "--iterations_per_stage=2")
     trainer.train_stage(5, problems)
-    assert set(trainer.family_spread) <= {p.family for p in problems} and trainer.family_spread
-    assert all(0.0 <= v <= 1.0 for v in trainer.family_spread.values())
+    assert set(trainer.sampler.family_spread) <= {p.family for p in problems} and trainer.sampler.family_spread
+    assert all(0.0 <= v <= 1.0 for v in trainer.sampler.family_spread.values())
 
 
 def test_warm_up_uses_the_configured_threads_and_restores_the_rl_setting(tmp_path, sandbox, monkeypatch):
     trainer = make_trainer(tmp_path, sandbox, "--warmup.cpu_threads=2")
     seen = []
-    monkeypatch.setattr(trainer, "_warmup", lambda problems, test_problems: seen.append(torch.get_num_threads()) or {})
+    monkeypatch.setattr(Warmup, "_run", lambda self, problems, test_problems: seen.append(torch.get_num_threads()) or {})
     torch.set_num_threads(1)
     trainer.warmup()
     assert seen == [2] and torch.get_num_threads() == 1
@@ -238,7 +240,7 @@ def test_each_stage_trains_at_its_own_generator_lr(tmp_path, sandbox, problems):
 def test_test_writer_warm_up_imitates_the_first_n_reference_tests(tmp_path, sandbox, problems, monkeypatch, n, expected):
     trainer = make_trainer(tmp_path, sandbox, f"--warmup.tests_per_problem={n}", "--warmup.scoring_head_steps=0")
     pools = {}
-    monkeypatch.setattr(trainer, "_supervised", lambda player, p, weights, steps, lr, desc: pools.setdefault(desc, p) and 0.0)
+    monkeypatch.setattr(Warmup, "supervised", lambda self, player, p, weights, steps, desc: pools.setdefault(desc, p) and 0.0)
     trainer.warmup(problems)
     (examples,) = pools["warm-up test writer"]
     written = {}
@@ -255,7 +257,7 @@ def test_test_writer_warm_up_adds_the_training_problems_tests(tmp_path, sandbox,
     trainer = make_trainer(tmp_path, sandbox, f"--warmup.tests_from_training_problems={str(enabled).lower()}",
                            "--warmup.scoring_head_steps=0")
     pools = {}
-    monkeypatch.setattr(trainer, "_supervised", lambda player, p, weights, steps, lr, desc: pools.setdefault(desc, p) and 0.0)
+    monkeypatch.setattr(Warmup, "supervised", lambda self, player, p, weights, steps, desc: pools.setdefault(desc, p) and 0.0)
     rl_only = [p for p in load_curriculum("train", per_family=1) if p.family == "max_minus_min"]
     trainer.warmup(problems, test_problems=rl_only + problems[:2])  # two already in the warm-up set
     (examples,) = pools["warm-up test writer"]
@@ -274,7 +276,7 @@ def test_tests_per_problem_must_not_be_negative():
 def test_chain_loss_moves_the_supervised_span_back_to_the_end_of_the_problem(tmp_path, sandbox, problems, monkeypatch, chain_loss):
     trainer = make_trainer(tmp_path, sandbox, f"--warmup.chain_loss={str(chain_loss).lower()}", "--warmup.scoring_head_steps=0")
     pools = {}
-    monkeypatch.setattr(trainer, "_supervised", lambda player, p, weights, steps, lr, desc: pools.setdefault(desc, p) and 0.0)
+    monkeypatch.setattr(Warmup, "supervised", lambda self, player, p, weights, steps, desc: pools.setdefault(desc, p) and 0.0)
     trainer.warmup(problems)
     stage_pools = pools["warm-up generator"]
     gold = [p for p in problems if p.gold_stages]

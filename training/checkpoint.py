@@ -10,10 +10,13 @@ files of the `stage_N/` it copies, so it costs no second copy of the bytes
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import shutil
 import tempfile
 
+import numpy as np
 import torch
 
 from training.errors import UserError
@@ -143,6 +146,106 @@ def _readable(path: str) -> str:
 def require_checkpoint_dir(path: str) -> None:
     if not os.path.isfile(os.path.join(path, GENERATOR_FILE)):
         raise UserError(missing_checkpoint_message(path))
+
+
+# ============================================================ a training run's state
+def save_training_state(path: str, players: tuple, optimizers: tuple, dist, common: dict) -> None:
+    """Write generator.pt, discriminator.pt and metrics.json into `path`, atomically (the main process writes).
+
+    `players` and `optimizers` are (generator, discriminator) pairs; `common`
+    goes into both files (stage_id, metrics, step, config, rng_state,
+    best_reward), and its plain `metrics` into metrics.json. Every rank calls it: under FSDP the weights and optimizer
+    state are gathered whole first.
+    """
+    (generator, discriminator), (gen_opt, disc_opt) = players, optimizers
+    states = dist.full([
+        generator.model_state_dict(), gen_opt.state_dict(), discriminator.model_state_dict(), disc_opt.state_dict(),
+    ])
+    if not dist.is_main:
+        return
+    gen = {**common, **player_info(generator), "model_state_dict": states[0], "optimizer_state_dict": states[1]}
+    disc = {**common, **player_info(discriminator), "model_state_dict": states[2], "optimizer_state_dict": states[3]}
+
+    def write(tmp):
+        save_torch(gen, os.path.join(tmp, GENERATOR_FILE))
+        save_torch(disc, os.path.join(tmp, DISCRIMINATOR_FILE))
+        save_json(common["metrics"], os.path.join(tmp, METRICS_FILE))
+
+    write_dir_atomically(path, write)
+
+
+def write_final(final: str, source: str, config) -> None:
+    """`final`: the files of checkpoint `source` (hard-linked) and the full config the run used."""
+
+    def write(tmp):
+        for name in (GENERATOR_FILE, DISCRIMINATOR_FILE, METRICS_FILE):
+            link_or_copy(os.path.join(source, name), os.path.join(tmp, name))
+        config.to_json(os.path.join(tmp, CONFIG_FILE))
+
+    write_dir_atomically(final, write)
+
+
+def load_training_state(path: str, players: tuple, optimizers: tuple | None, dist) -> dict:
+    """Restore both players (and, given `optimizers`, their optimizer states) from `path`; returns generator.pt's dict.
+
+    A checkpoint without discriminator.pt restores the generator only.
+    """
+    require_checkpoint_dir(path)
+    gen = load_torch(os.path.join(path, GENERATOR_FILE))
+    disc_path = os.path.join(path, DISCRIMINATOR_FILE)
+    disc = load_torch(disc_path) if os.path.isfile(disc_path) else None
+    saved = [(gen, players[0], "generator")] + ([(disc, players[1], "discriminator")] if disc is not None else [])
+    for state, player, role in saved:
+        check_same_model(state, player, role, path)
+        player.load_model_state(state["model_state_dict"], state)
+    if optimizers is not None:
+        for (state, _, _), optimizer in zip(saved, optimizers):
+            optimizer.load_state_dict(state["optimizer_state_dict"])
+            dist.shard_optimizer_state(optimizer)  # FSDP: whole tensors become shards
+    return gen
+
+
+def check_same_model(saved: dict, player, role: str, path: str) -> None:
+    name = saved.get("model_name_or_path")
+    current = getattr(player, "model_name_or_path", None)
+    if name is not None and current is not None and name != current:
+        raise UserError(
+            f"checkpoint {path} holds a {role} built from {name!r}, but this run's {role} is {current!r}; "
+            f"pass --{role}_model={name} or resume from a checkpoint of this model"
+        )
+
+
+def player_info(player) -> dict:
+    """What rebuilds the player without guessing (model name, config), as the player describes itself."""
+    return plain(dict(player.checkpoint_info()) if hasattr(player, "checkpoint_info") else {})
+
+
+def plain(obj):
+    """JSON- and weights_only-safe copy: dicts, lists, str, int, float, bool, None."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (str, bool, int)) or obj is None:
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (np.floating, np.integer)):
+        return plain(obj.item())
+    return str(obj)
+
+
+def rng_state(rng: random.Random) -> dict:
+    version, state, gauss = rng.getstate()
+    return {"torch": torch.get_rng_state(), "python": [version, list(state), gauss]}
+
+
+def set_rng_state(rng: random.Random, saved: dict) -> None:
+    if "torch" in saved:
+        torch.set_rng_state(saved["torch"])
+    if "python" in saved:
+        version, state, gauss = saved["python"]
+        rng.setstate((version, tuple(state), gauss))
 
 
 def _fsync_dir(path: str) -> None:

@@ -12,11 +12,12 @@ import math
 import os
 import sys
 
+import numpy as np
 from tqdm import tqdm
 
 PLOTTED = (
     ("reward", "generator reward"),
-    ("pass_rate", "stage-5 rollout pass rate"),
+    ("train_pass_rate", "code-stage rollout pass rate"),
     ("disc_accuracy", "discriminator accuracy"),
     ("kl", "KL to reference"),
 )
@@ -105,3 +106,44 @@ def _stage_starts(rows: list) -> list:
             if "global_step" in r:
                 starts.append(r["global_step"])
     return starts[1:]
+
+
+def stage_metrics(stage_id: int, history: list, elapsed: float, total_elapsed: float) -> dict:
+    """metrics.json of a stage: means over its iterations' rows."""
+
+    def mean(key, default=None):
+        values = [row[key] for row in history if key in row and row[key] is not None]
+        return float(np.mean(values)) if values else default
+
+    terms = sorted({k for row in history for k in row if k.startswith("reward_") and k != "reward_std"})
+    return {
+        "stage_id": stage_id,
+        "iterations": len(history),
+        "elapsed_s": elapsed,
+        "total_elapsed_s": total_elapsed,
+        "generator": {
+            "avg_reward": mean("reward", 0.0),
+            "train_pass_rate": mean("train_pass_rate", 0.0),
+            "kl": mean("kl", 0.0),
+            "frac_reward_zero_std": mean("frac_reward_zero_std", 0.0),
+            "reward_terms": {k[len("reward_"):]: mean(k) for k in terms},
+        },
+        "discriminator": {
+            "loss": mean("disc_loss"),
+            "accuracy": mean("disc_accuracy"),
+            "test_validity": mean("test_validity"),
+            "test_writer_reward": mean("test_writer_reward"),
+        },
+    }
+
+
+def mean_rows(rows: list) -> dict:
+    """One metrics row from every rank's: numbers averaged (peak memory: the largest), the rest from rank 0."""
+    if len(rows) == 1:
+        return rows[0]
+    out = dict(rows[0])
+    for key, value in rows[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("stage", "iteration", "global_step"):
+            values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+            out[key] = max(values) if key.endswith("peak_memory_gb") else sum(values) / len(values)
+    return out

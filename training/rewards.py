@@ -1,40 +1,37 @@
 """Reward functions: one contract, a registry of names, weights from config.
 
-Every reward has the shape
+Every reward is a plain function
 
     fn(batch: RewardBatch) -> list[float | None]
 
 with one value per completion, in [0, 1], or None where the term does not
-apply (a stage-5 execution reward on a stage-2 completion, a problem without
-validated discriminator tests). The trainer combines the terms that apply
-into one reward per completion: their weighted mean, so the total stays in
-[0, 1] whatever the weights.
-
-Rewards that need a model or the sandbox are built by factories registered
-under a name (`REWARDS["reference_tests"](trainer)` returns the function);
-the names are the keys of `TrainingConfig.rewards`.
+apply (a problem without validated discriminator tests). It is registered
+with the stages it scores (the code stage, or stages 1-4) and the
+`RewardBatch` fields it reads; the trainer's `score()` fills exactly those
+fields before calling it, and combines the terms that apply into one reward
+per completion: their weighted mean, so the total stays in [0, 1] whatever
+the weights. The names are the keys of `TrainingConfig.rewards`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 from reasoning.stages import parses
 
 RewardFn = Callable[["RewardBatch"], list]
-REWARDS: dict[str, Callable[..., RewardFn]] = {}
 
 
-def register(name: str):
-    """Register a reward factory `factory(trainer) -> RewardFn` under `name`."""
+@dataclass(frozen=True)
+class Reward:
+    fn: RewardFn
+    code_stage: bool  # True: scores the code stage; False: stages 1-4
+    needs: tuple  # RewardBatch fields that score() fills before calling fn
 
-    def wrap(factory):
-        REWARDS[name] = factory
-        return factory
 
-    return wrap
+REWARDS: dict[str, Reward] = {}
 
 
 @dataclass
@@ -45,13 +42,31 @@ class RewardBatch:
     problems: list  # Problem per completion (repeated G times per problem)
     prefixes: list  # list[list[str]]: stages 1..k-1 per completion
     completions: list  # extracted stage text per completion
-    # Stage 5, per completion: results (list[bool]) on the problem's reference tests,
-    # and on the discriminator's tests that the reference solution passes.
+    # Code stage, per completion: results (list[bool]) on the reference tests the run
+    # may see, and on the discriminator's tests that the reference solution passes.
     reference_results: list | None = None
     discriminator_results: list | None = None
-    # Stages 1-4 with look-ahead: per completion, pass fraction of the greedily completed chain.
+    # Stages 1-4, per completion: pass fraction of the chain completed greedily from it,
+    # and the discriminator's score of it.
     lookahead_pass: list | None = None
+    discriminator_scores: list | None = None
     extras: dict = field(default_factory=dict)
+
+
+NEEDS = tuple(f.name for f in fields(RewardBatch) if f.name not in ("stage_id", "problems", "prefixes", "completions", "extras"))
+
+
+def register(name: str, *, code_stage: bool, needs: tuple = ()):
+    """Register `fn(batch) -> list[float | None]` under `name`."""
+    unknown = set(needs) - set(NEEDS)
+    if unknown:
+        raise ValueError(f"reward {name!r} needs unknown RewardBatch fields {sorted(unknown)}; known: {NEEDS}")
+
+    def wrap(fn):
+        REWARDS[name] = Reward(fn=fn, code_stage=code_stage, needs=tuple(needs))
+        return fn
+
+    return wrap
 
 
 def combine(terms: dict[str, list], weights: dict[str, float], n: int) -> list[float]:
@@ -71,32 +86,7 @@ def combine(terms: dict[str, list], weights: dict[str, float], n: int) -> list[f
     return total
 
 
-@register("discriminator")
-def discriminator_reward(trainer) -> RewardFn:
-    """Stages 1-4: probability that the stage output is reference-quality."""
-
-    def fn(batch: RewardBatch) -> list:
-        if batch.stage_id == 5 or trainer.discriminator is None:
-            return [None] * len(batch.completions)
-        items = [(p.prompt, prefix, batch.stage_id, text) for p, prefix, text in zip(batch.problems, batch.prefixes, batch.completions)]
-        return [float(x) for x in trainer.discriminator_scores(items)]
-
-    return fn
-
-
-@register("lookahead")
-def lookahead_reward(trainer) -> RewardFn:
-    """Stages 1-4: pass fraction of the chain completed greedily from this output."""
-
-    def fn(batch: RewardBatch) -> list:
-        if batch.stage_id == 5 or batch.lookahead_pass is None:
-            return [None] * len(batch.completions)
-        return list(batch.lookahead_pass)
-
-    return fn
-
-
-def _pass_fraction(results: list) -> float:
+def pass_fraction(results: list) -> float:
     return sum(results) / len(results) if results else 0.0
 
 
@@ -105,38 +95,38 @@ def runnable(code: str) -> bool:
     return bool(code.strip()) and parses(code)
 
 
-@register("reference_tests")
-def reference_tests_reward(trainer) -> RewardFn:
-    """Stage 5: pass fraction on the problem's reference tests; unparseable code scores 0."""
-
-    def fn(batch: RewardBatch) -> list:
-        if batch.stage_id != 5:
-            return [None] * len(batch.completions)
-        return [
-            _pass_fraction(results) if runnable(code) else 0.0
-            for code, results in zip(batch.completions, batch.reference_results)
-        ]
-
-    return fn
+@register("discriminator", code_stage=False, needs=("discriminator_scores",))
+def discriminator_reward(batch: RewardBatch) -> list:
+    """Stages 1-4: the scoring head's probability that the stage output is reference-quality."""
+    return list(batch.discriminator_scores)
 
 
-@register("discriminator_tests")
-def discriminator_tests_reward(trainer) -> RewardFn:
-    """Stage 5: pass fraction on the discriminator's tests that the reference passes.
+@register("lookahead", code_stage=False, needs=("lookahead_pass",))
+def lookahead_reward(batch: RewardBatch) -> list:
+    """Stages 1-4: pass fraction of the chain completed greedily from this output."""
+    return list(batch.lookahead_pass)
+
+
+@register("reference_tests", code_stage=True, needs=("reference_results",))
+def reference_tests_reward(batch: RewardBatch) -> list:
+    """Code stage: pass fraction on the problem's reference tests; unparseable code scores 0."""
+    return [
+        pass_fraction(results) if runnable(code) else 0.0
+        for code, results in zip(batch.completions, batch.reference_results)
+    ]
+
+
+@register("discriminator_tests", code_stage=True, needs=("discriminator_results",))
+def discriminator_tests_reward(batch: RewardBatch) -> list:
+    """Code stage: pass fraction on the discriminator's tests that the reference passes.
 
     None for problems where the discriminator wrote no valid test, so the term
     never rewards an empty test set.
     """
-
-    def fn(batch: RewardBatch) -> list:
-        if batch.stage_id != 5:
-            return [None] * len(batch.completions)
-        return [
-            None if not results else (_pass_fraction(results) if runnable(code) else 0.0)
-            for code, results in zip(batch.completions, batch.discriminator_results)
-        ]
-
-    return fn
+    return [
+        None if not results else (pass_fraction(results) if runnable(code) else 0.0)
+        for code, results in zip(batch.completions, batch.discriminator_results)
+    ]
 
 
 def cure_test_rewards(passes_reference: list[bool], wrong_pass_matrix: list[list[bool]], invalid_penalty: float = 0.0) -> list[float]:
@@ -178,3 +168,24 @@ def writer_sample_reward(test_rewards: list, how: str = "mean") -> float:
         return -1.0
     total = float(sum(test_rewards))
     return total if how == "sum" else total / len(test_rewards)
+
+
+def test_writer_rewards(test_batch, completions: list, reference_results: list, group_size: int,
+                        invalid_penalty: float = 0.0, how: str = "mean") -> list:
+    """The reward of each test-writer sample (problem-major): its tests' CURE rewards, combined by `how`.
+
+    A problem's wrong candidates are its runnable completions that fail a
+    reference test; `test_batch` holds the pooled tests, their verdicts on
+    the reference solution and every candidate's results on them.
+    """
+    G, T = group_size, test_batch.samples_per_problem
+    rewards = []
+    for b, tests in enumerate(test_batch.tests):
+        wrong = [g for g in range(G) if runnable(completions[b * G + g]) and not all(reference_results[b * G + g])]
+        per_test = cure_test_rewards(
+            test_batch.passes_reference[b], [test_batch.candidate_results[b][g] for g in wrong], invalid_penalty
+        )
+        reward_of = dict(zip(tests, per_test))
+        for t in range(T):
+            rewards.append(writer_sample_reward([reward_of[x] for x in test_batch.sample_tests[b * T + t]], how))
+    return rewards

@@ -1,0 +1,203 @@
+"""Rollouts: sample a stage for a batch of problems, and run the code stage in the sandbox.
+
+`Rollouts.sample` builds each problem's prefix (the generator's own greedy
+stages 1..k-1, cached per stage, since training stage k barely moves the
+earlier ones) and samples G candidates of stage k. At the code stage,
+`execute` has the discriminator write tests (`write_tests`), validates them
+on the reference solution, and runs every candidate on the reference tests
+and on the discriminator's tests in one sandbox batch. `lookahead` completes
+a stage 1-4 candidate's chain to code and runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from reasoning.stages import build_prompt, build_test_prompt, extract_tests, get_stage
+from training.chains import generate_chains
+from training.rewards import pass_fraction
+
+TESTS_PER_SAMPLE = 3  # asserts per test-writer sample (warm-up examples have the same size)
+
+
+@dataclass
+class TestBatch:
+    """The discriminator's tests for a code-stage batch, and what they caught."""
+
+    __test__ = False  # not a pytest class, whatever imports it
+
+    rollout: object  # Rollout of T test samples per problem
+    samples_per_problem: int
+    tests: list  # per problem: unique tests pooled from its samples
+    sample_tests: list  # per sample: its tests
+    passes_reference: list  # per problem: list[bool] per pooled test
+    candidate_results: list = field(default_factory=list)  # per problem: G lists of bool per pooled test
+
+    def valid_results(self) -> list:
+        """Per candidate (problem-major), its results on the tests that the reference passes."""
+        return [
+            [r for r, ok in zip(row, self.passes_reference[b]) if ok]
+            for b, rows in enumerate(self.candidate_results)
+            for row in rows
+        ]
+
+
+@dataclass
+class StageBatch:
+    """One rollout of stage k: G completions for each of B problems, prompt-major."""
+
+    stage_id: int
+    problems: list  # B problems
+    group_size: int
+    prefixes: list  # B lists of stages 1..k-1
+    rollout: object  # models' Rollout for the N = B*G completions
+    completions: list  # N extracted stage texts
+    rewards: list = field(default_factory=list)  # N floats in [0, 1]
+    terms: dict = field(default_factory=dict)  # name -> N values (None = not applicable)
+    # Code stage only:
+    reference_results: list = field(default_factory=list)  # N lists of bool
+    test_batch: TestBatch | None = None  # the test writer's rollout and CURE data
+
+    @property
+    def is_code(self) -> bool:
+        return get_stage(self.stage_id).is_code
+
+    def per_completion(self, values: list) -> list:
+        return [v for v in values for _ in range(self.group_size)]
+
+    def stats(self) -> dict:
+        """The batch's row of the metrics log: rewards, each term, pass rate, test validity, length."""
+        row = {"reward": float(np.mean(self.rewards)), "reward_std": float(np.std(self.rewards))}
+        for name, values in self.terms.items():
+            applicable = [v for v in values if v is not None]
+            if applicable:
+                row[f"reward_{name}"] = float(np.mean(applicable))
+        if self.is_code:
+            # the batch's share of candidates passing every reference test it was scored on
+            row["train_pass_rate"] = float(np.mean([bool(r) and all(r) for r in self.reference_results]))
+            tb = self.test_batch
+            if tb is not None:
+                flat = [ok for per in tb.passes_reference for ok in per]
+                row["test_validity"] = float(np.mean(flat)) if flat else 0.0
+                row["tests_per_problem"] = len(flat) / len(self.problems)
+        lengths = self.rollout.completion_mask.sum(dim=1).float()
+        row["completion_length"] = lengths.mean().item()
+        return row
+
+
+class Rollouts:
+    """Sampling and execution for one run: both players, the sandbox, the config's budgets."""
+
+    def __init__(self, generator, discriminator, sandbox, config, dist):
+        self.generator = generator
+        self.discriminator = discriminator
+        self.sandbox = sandbox
+        self.config = config
+        self.dist = dist
+        self.prefix_cache: dict = {}  # (problem id, stage) -> stages 1..k-1
+
+    def sample(self, stage_id: int, problems: list) -> StageBatch:
+        """Sample G candidate outputs of stage k for each problem, after its own prefix."""
+        config = self.config
+        prefixes = self.prefixes(problems, stage_id)
+        prompts = [build_prompt(p.prompt, prefix, stage_id) for p, prefix in zip(problems, prefixes)]
+        self.generator.model.eval()
+        with torch.no_grad(), self.dist.gathered(self.generator.model):
+            ro = self.generator.sample(
+                prompts,
+                num_samples=config.group_size,
+                max_new_tokens=config.max_new_tokens[stage_id - 1],
+                temperature=config.temperature,
+                top_p=config.top_p,
+            )
+        stage = get_stage(stage_id)
+        return StageBatch(
+            stage_id=stage_id,
+            problems=problems,
+            group_size=config.group_size,
+            prefixes=prefixes,
+            rollout=ro,
+            completions=[stage.extract(t) for t in ro.texts],
+        )
+
+    def prefixes(self, problems: list, stage_id: int) -> list:
+        """The generator's own greedy stages 1..k-1 for each problem (cached until `prefix_cache` is cleared)."""
+        if stage_id == 1:
+            return [[] for _ in problems]
+        missing = [p for p in problems if (p.id, stage_id) not in self.prefix_cache]
+        if missing:
+            chains = self.generate_chains(missing, upto=stage_id - 1)
+            for p, chain in zip(missing, chains):
+                self.prefix_cache[(p.id, stage_id)] = chain
+        return [self.prefix_cache[(p.id, stage_id)] for p in problems]
+
+    def generate_chains(self, problems: list, upto: int = 5, start: list | None = None) -> list:
+        """Greedy stages len(start)+1..upto for each problem, with this run's token budgets."""
+        with self.dist.gathered(self.generator.model):
+            return generate_chains(
+                self.generator, [p.prompt for p in problems], self.config.max_new_tokens, upto=upto, start=start
+            )
+
+    def discriminator_scores(self, batch: StageBatch) -> list:
+        """The scoring head's probability for each completion, no gradient."""
+        problems, prefixes = batch.per_completion(batch.problems), batch.per_completion(batch.prefixes)
+        items = [(p.prompt, prefix, batch.stage_id, text) for p, prefix, text in zip(problems, prefixes, batch.completions)]
+        self.discriminator.model.eval()
+        with torch.no_grad(), self.dist.gathered(self.discriminator.model):
+            logits = self.discriminator.score_batch(items)
+        return [float(x) for x in torch.sigmoid(logits.float()).tolist()]
+
+    def execute(self, batch: StageBatch, with_tests: bool) -> None:
+        """Run each candidate on the reference tests and, `with_tests`, on tests the discriminator writes."""
+        G = batch.group_size
+        tests_batch = self.write_tests(batch.problems) if with_tests else None
+        jobs = []
+        for b, problem in enumerate(batch.problems):
+            extra = tests_batch.tests[b] if tests_batch else []
+            for g in range(G):
+                jobs.append((batch.completions[b * G + g], list(problem.tests) + extra, problem.entry_point))
+        results = self.sandbox.run_batch(jobs)
+        batch.reference_results = []
+        if tests_batch:
+            tests_batch.candidate_results = [[] for _ in batch.problems]
+        for n, result in enumerate(results):
+            problem_index = n // G
+            n_ref = len(batch.problems[problem_index].tests)
+            outcome = result.outcomes(len(jobs[n][1]))
+            batch.reference_results.append(outcome[:n_ref])
+            if tests_batch:
+                tests_batch.candidate_results[problem_index].append(outcome[n_ref:])
+        batch.test_batch = tests_batch
+
+    def write_tests(self, problems: list) -> TestBatch:
+        """The test writer samples T completions per problem; pooled tests are checked on the reference."""
+        T = max(2, self.config.num_generated_tests)
+        prompts = [build_test_prompt(p.prompt, p.entry_point) for p in problems]
+        self.discriminator.model.eval()
+        with torch.no_grad(), self.dist.gathered(self.discriminator.model):
+            ro = self.discriminator.sample(prompts, num_samples=T, max_new_tokens=96, temperature=self.config.test_temperature)
+        sample_tests, pooled = [], []
+        for b, problem in enumerate(problems):
+            pool = []
+            for t in range(T):
+                tests, _dropped = extract_tests(ro.texts[b * T + t], problem.entry_point)
+                tests = tests[:TESTS_PER_SAMPLE]  # one sample is a handful of asserts, not a whole file
+                sample_tests.append(tests)
+                pool.extend(x for x in tests if x not in pool)
+            pooled.append(pool)
+        validation = iter(self.sandbox.run_batch(
+            [(p.reference_solution, pool, p.entry_point) for p, pool in zip(problems, pooled) if pool]
+        ))
+        passes_reference = [next(validation).outcomes(len(pool)) if pool else [] for pool in pooled]
+        return TestBatch(rollout=ro, samples_per_problem=T, tests=pooled, sample_tests=sample_tests, passes_reference=passes_reference)
+
+    def lookahead(self, batch: StageBatch) -> list:
+        """Complete each candidate's chain greedily to code; the pass fraction on the reference tests."""
+        problems = batch.per_completion(batch.problems)
+        starts = [prefix + [text] for prefix, text in zip(batch.per_completion(batch.prefixes), batch.completions)]
+        chains = self.generate_chains(problems, upto=5, start=starts)
+        results = self.sandbox.run_batch([(c[-1], p.tests, p.entry_point) for c, p in zip(chains, problems)])
+        return [pass_fraction(r.outcomes(len(p.tests))) for r, p in zip(results, problems)]
