@@ -86,17 +86,13 @@ class LLMDiscriminator(CausalLMWrapper):
     def test_prompt(self, problem: str, entry_point: str, code: str | None = None) -> str:
         return build_test_prompt(problem, entry_point, code)
 
-    def sample_tests(
-        self,
-        prompts: list[str],
-        num_samples: int = 1,
-        max_new_tokens: int = 128,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-    ) -> Rollout:
-        """Sample test-writer completions for `test_prompt` texts (for the policy gradient)."""
-        return self.sample(prompts, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                           temperature=temperature, top_p=top_p)
+    def sample_tests(self, prompts: list[str], **sampling) -> Rollout:
+        """Sample test-writer completions for `test_prompt` texts (for the policy gradient).
+
+        The keywords and defaults are `sample`'s (num_samples=1, max_new_tokens=128,
+        temperature=1.0, top_p=1.0): the test writer is the LM head, sampled as any text.
+        """
+        return self.sample(prompts, **sampling)
 
     def generate_tests(
         self,
