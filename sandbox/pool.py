@@ -57,18 +57,20 @@ class ExecutionResult:
 
 @dataclass
 class SandboxConfig:
-    timeout_s: float = field(default=2.0, metadata={"help": "wall-clock limit per job (code plus all its tests)"})
-    memory_mb: int = field(default=512, metadata={"help": "address-space limit of the job process (RLIMIT_AS)"})
-    workers: int = field(default=2, metadata={"help": "parallel worker processes"})
-    isolation: str = field(default="auto", metadata={"help": "auto, or force one of: " + ", ".join(LEVELS)})
-    max_output_bytes: int = field(default=1 << 20, metadata={"help": "stdout+stderr cap; beyond it the job is killed"})
-    max_file_mb: int = field(default=16, metadata={"help": "largest file a job may write (RLIMIT_FSIZE)"})
-    max_procs: int = field(default=32, metadata={"help": "processes/threads per job (RLIMIT_NPROC, under a uid drop)"})
-    tmpfs_mb: int = field(default=64, metadata={"help": "size of the worker's private /tmp holding job dirs (namespaces level)"})
-    max_code_chars: int = field(default=1_000_000, metadata={"help": "longer code fails without running"})
-    allow_site_packages: bool = field(default=False, metadata={"help": "let jobs import third-party packages (namespaces level hides site-packages)"})
-    hide_paths: tuple = field(default=(), metadata={"help": "extra directories to hide from jobs (namespaces level)"})
-    start_timeout_s: float = field(default=30.0, metadata={"help": "how long a worker may take to start"})
+    """The sandbox's limits; also the `sandbox` section of TrainingConfig (`--sandbox.workers=1`)."""
+
+    timeout_s: float = field(default=2.0, metadata={"help": "Wall-clock limit per sandbox job (code plus all its tests), seconds."})
+    memory_mb: int = field(default=512, metadata={"help": "Address-space limit per sandbox job (RLIMIT_AS), MiB."})
+    workers: int = field(default=2, metadata={"help": "Parallel sandbox worker processes."})
+    isolation: str = field(default="auto", metadata={"help": "auto (the strongest this machine allows), or force one of: " + ", ".join(LEVELS) + "."})
+    max_output_bytes: int = field(default=1 << 20, metadata={"help": "Cap on a job's stdout+stderr, bytes; beyond it the job is killed."})
+    max_file_mb: int = field(default=16, metadata={"help": "Largest file a job may write (RLIMIT_FSIZE), MiB."})
+    max_procs: int = field(default=32, metadata={"help": "Processes and threads per job (RLIMIT_NPROC, under a uid drop)."})
+    tmpfs_mb: int = field(default=64, metadata={"help": "Size of the worker's private /tmp that holds job directories (namespaces level), MiB."})
+    max_code_chars: int = field(default=1_000_000, metadata={"help": "Longer code fails without running."})
+    allow_site_packages: bool = field(default=False, metadata={"help": "Let jobs import third-party packages (the namespaces level hides site-packages)."})
+    hide_paths: tuple[str, ...] = field(default=(), metadata={"help": "More directories to hide from jobs (namespaces level)."})
+    start_timeout_s: float = field(default=30.0, metadata={"help": "How long a worker may take to start, seconds."})
 
     def __post_init__(self):
         if self.isolation != "auto" and self.isolation not in LEVELS:

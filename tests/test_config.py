@@ -69,6 +69,37 @@ def test_yaml_round_trip_and_unknown_key(tmp_path):
         TrainingConfig.from_yaml(str(tmp_path / "missing.yaml"))
 
 
+def test_sandbox_section_is_the_sandboxs_own_config(tmp_path):
+    from sandbox import SandboxConfig
+
+    config = TrainingConfig().with_overrides(["--sandbox.workers=1", "--sandbox.hide_paths=[/opt/data, /srv]"])
+    assert type(config.sandbox) is SandboxConfig and config.sandbox.workers == 1
+    assert config.sandbox.hide_paths == ("/opt/data", "/srv")  # a YAML list, kept as the tuple the sandbox takes
+    out = tmp_path / "c.json"
+    config.to_json(str(out))
+    assert TrainingConfig.from_dict(json.loads(out.read_text())) == config
+    # a checkpoint written when the section held three keys still loads, the rest at the sandbox's defaults
+    old = {"sandbox": {"timeout_s": 2.0, "memory_mb": 512, "workers": 2}}
+    assert TrainingConfig.from_dict(old).sandbox == SandboxConfig()
+    assert ("sandbox.hide_paths", [], SandboxConfig.__dataclass_fields__["hide_paths"].metadata["help"]) in describe_fields()
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--sandbox.workers=0", "sandbox: workers must be at least 1"),
+        ("--sandbox.timeout_s=0", "sandbox: timeout_s must be positive"),
+        ("--sandbox.memory_mb=16", "sandbox: memory_mb below 32"),
+        ("--sandbox.isolation=chroot", "sandbox: isolation must be 'auto' or one of"),
+        ("--sandbox.hide_paths=/opt", "sandbox.hide_paths must be a list"),
+        ("--sandbox.hide_paths=[1]", r"sandbox.hide_paths\[0\] must be str"),
+    ],
+)
+def test_sandbox_limits_out_of_range_are_user_errors(arg, message):
+    with pytest.raises(UserError, match=message):
+        TrainingConfig().with_overrides([arg])
+
+
 def test_shipped_configs_load():
     import glob
 

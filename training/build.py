@@ -6,6 +6,7 @@ the same objects the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 
@@ -66,7 +67,7 @@ def build_players(config: TrainingConfig):
 def build_sandbox(config: TrainingConfig):
     from sandbox import Sandbox
 
-    return Sandbox(timeout_s=config.sandbox.timeout_s, memory_mb=config.sandbox.memory_mb, workers=config.sandbox.workers)
+    return Sandbox(**dataclasses.asdict(config.sandbox))
 
 
 def check_writable(directory: str) -> None:

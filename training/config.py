@@ -5,7 +5,9 @@
     config = config.with_overrides(["--iterations_per_stage=4", "--sandbox.workers=1"])
 
 Nested sections (`warmup`, `rewards`, `sandbox`, `lora`) are dataclasses of
-their own and take dotted keys on the command line. Values from YAML and from
+their own and take dotted keys on the command line; `sandbox` is the
+sandbox's own `SandboxConfig`, so every limit it has is a key here and its
+checks are the only ones. Values from YAML and from
 `--key=value` are type-checked; an unknown key or a wrong type raises a
 `UserError` that names the key and the valid choices.
 """
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from sandbox import SandboxConfig
 from training.errors import UserError
 
 
@@ -83,13 +86,6 @@ class RewardConfig:
     lookahead: float = _f(0.0, "Stages 1-4: pass rate after completing the chain to code greedily (costly).")
     reference_tests: float = _f(1.0, "Stage 5: pass fraction on the problem's reference tests.")
     discriminator_tests: float = _f(0.25, "Stage 5: pass fraction on discriminator tests validated on the reference.")
-
-
-@dataclass
-class SandboxConfig:
-    timeout_s: float = _f(2.0, "Wall-clock limit per sandbox job, seconds.")
-    memory_mb: int = _f(512, "Address-space limit per sandbox job, MiB.")
-    workers: int = _f(2, "Parallel sandbox workers.")
 
 
 @dataclass
@@ -213,8 +209,6 @@ class TrainingConfig:
             raise UserError(f"invalid_test_penalty must be non-negative, got {self.invalid_test_penalty}")
         if self.temperature <= 0:
             raise UserError(f"temperature must be positive for rollouts, got {self.temperature}")
-        if self.sandbox.workers < 1 or self.sandbox.timeout_s <= 0 or self.sandbox.memory_mb < 32:
-            raise UserError("sandbox needs workers >= 1, timeout_s > 0 and memory_mb >= 32")
 
     def generator_lr_at(self, stage_id: int) -> float:
         """The generator's learning rate at stage `stage_id`."""
@@ -318,12 +312,16 @@ def _check_type(key: str, expected, value, source: str):
             return value
         if not isinstance(value, dict):
             raise UserError(f"{source}: {key} is a section; give it as a mapping or use dotted keys like --{key}.<name>=...")
-        return expected(**_build_kwargs(expected, value, key + ".", source))
-    if typing.get_origin(expected) is list:  # list[float]: a list, each item checked
-        if not isinstance(value, list):
+        try:
+            return expected(**_build_kwargs(expected, value, key + ".", source))
+        except ValueError as e:  # a section's own checks (the sandbox's limits) speak in ValueErrors
+            raise UserError(f"{source}: {key}: {e}") from None
+    origin = typing.get_origin(expected)
+    if origin in (list, tuple):  # list[float], tuple[str, ...]: a list, each item checked
+        if not isinstance(value, list if origin is list else (list, tuple)):
             raise UserError(f"{source}: {key} must be a list, got {value!r} ({type(value).__name__})")
-        (item,) = typing.get_args(expected)
-        return [_check_type(f"{key}[{i}]", item, v, source) for i, v in enumerate(value)]
+        item = typing.get_args(expected)[0]
+        return origin(_check_type(f"{key}[{i}]", item, v, source) for i, v in enumerate(value))
     members = typing.get_args(expected)
     if members:  # a union such as int | list: the first member the value fits
         for member in members:
@@ -361,5 +359,7 @@ def describe_fields(cls=TrainingConfig, prefix: str = "") -> list[tuple[str, obj
         if dataclasses.is_dataclass(value):
             rows.extend(describe_fields(type(value), prefix + f.name + "."))
         else:
-            rows.append((prefix + f.name, value, f.metadata.get("help", "")))
+            # a tuple is given as a list on the command line, so show it as one
+            shown = list(value) if isinstance(value, tuple) else value
+            rows.append((prefix + f.name, shown, f.metadata.get("help", "")))
     return rows
