@@ -114,6 +114,14 @@ def test_default_yaml_is_the_dataclass_default():
     assert TrainingConfig.from_yaml("configs/default.yaml") == TrainingConfig()
 
 
+def test_default_yaml_holds_no_second_copy_of_the_defaults():
+    # TrainingConfig's defaults are the default run; a value written again in the YAML could drift from them
+    import yaml
+
+    with open("configs/default.yaml") as f:
+        assert not yaml.safe_load(f), "configs/default.yaml should list only what differs from TrainingConfig()"
+
+
 def test_generator_lr_takes_one_number_or_one_per_stage():
     one = TrainingConfig().with_overrides(["--generator_lr=2e-4"])
     assert [one.generator_lr_at(k) for k in (1, 5)] == [2e-4, 2e-4]

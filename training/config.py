@@ -38,7 +38,8 @@ def _f(default, help: str, **kwargs):
 
 
 # The default run's families: a 1.6M-parameter model learns about a dozen in
-# minutes on a CPU, not all fifty; 8 have gold chains, the last 4 are RL-only.
+# minutes on a CPU, not all fifty; 8 have gold chains for warm-up, the last 4
+# are RL-only. Evaluation uses their held-out instances.
 DEFAULT_FAMILIES = (
     "affine", "sum_to_n", "reverse_string", "scale_list", "filter_greater", "sum_of_squares", "max_in_list",
     "count_vowels", "scale_then_filter", "max_minus_min", "reverse_words", "count_long_words",
@@ -48,7 +49,11 @@ DEFAULT_FAMILIES = (
 @dataclass
 class WarmupConfig:
     enabled: bool = _f(True, "Supervised warm-up on gold five-stage chains before the adversarial stages.")
-    steps: int = _f(600, "Optimizer steps of generator warm-up.")
+    steps: int = _f(
+        600,
+        "Optimizer steps of generator warm-up: more steps of a smaller batch (600 of 16, not 300 of 32) take the "
+        "same time and teach the model to copy names and constants.",
+    )
     batch_size: int = _f(16, "Examples per warm-up step (one example = one stage of one problem).")
     lr: float = _f(3e-3, "Peak learning rate of warm-up (cosine decay to 10%).")
     stage5_fraction: float = _f(0.4, "Share of warm-up examples that are stage 5 (code); the rest spread over stages 1-4.")
@@ -59,12 +64,13 @@ class WarmupConfig:
     tests_per_problem: int = _f(
         3,
         "Reference tests per problem the test writer imitates in warm-up: the first N as the problem lists them "
-        "(the curriculum lists edge cases first); 0 = all.",
+        "(the curriculum lists edge cases first); 0 = all. With all 8, random inputs included, 83% of what the "
+        "tiny writer wrote was invalid.",
     )
     tests_from_training_problems: bool = _f(
         True,
         "The test writer also imitates the reference tests of the RL training problems, so it writes tests for "
-        "families without gold chains too; false = only the warm-up problems' tests.",
+        "families without gold chains too (the default run's 4 RL-only ones); false = only the warm-up problems' tests.",
     )
     chain_loss: bool = _f(
         True,
@@ -85,7 +91,11 @@ class RewardConfig:
     discriminator: float = _f(1.0, "Stages 1-4: the discriminator's probability that the output is reference-quality.")
     lookahead: float = _f(0.0, "Stages 1-4: pass rate after completing the chain to code greedily (costly).")
     reference_tests: float = _f(1.0, "Stage 5: pass fraction on the problem's reference tests.")
-    discriminator_tests: float = _f(0.25, "Stage 5: pass fraction on discriminator tests validated on the reference.")
+    discriminator_tests: float = _f(
+        0.25,
+        "Stage 5: pass fraction on discriminator tests validated on the reference. With invalid_test_penalty 0.5, "
+        "0.25 raised the test writer's validity from 47% to 68% at the same held-out pass@1 (three seeds, README).",
+    )
 
 
 @dataclass
@@ -106,11 +116,17 @@ class TrainingConfig:
     problems: str = _f("curriculum:train", "Training problems: curriculum:<split>, humaneval, or a .jsonl path.")
     eval_problems: str = _f("curriculum:heldout_instances", "Problems for the held-out evaluation after each stage.")
     eval_size: int = _f(0, "How many evaluation problems to use (0 = all).")
-    families: list = _f(list(DEFAULT_FAMILIES), "Only curriculum problems of these families (warm-up, training, evaluation); empty = all.")
+    families: list = _f(
+        list(DEFAULT_FAMILIES),
+        "Only curriculum problems of these families (warm-up, training, evaluation); empty = all fifty, for hardware "
+        "bigger than a laptop CPU (the default 12 are what the tiny model learns in minutes).",
+    )
     # --- curriculum over stages ---
     stages: list = _f([1, 2, 3, 4, 5], "Stages to train, in order (1..5).")
     iterations_per_stage: int | list = _f(
-        [1, 1, 1, 1, 40], "RL iterations per stage: one number for every stage, or a list of 5 (stages 1..5)."
+        [1, 1, 1, 1, 40],
+        "RL iterations per stage: one number for every stage, or a list of 5 (stages 1..5). Stages 1-4, judged by "
+        "the discriminator, get one cautious iteration each; the code stage, judged by execution, the RL budget.",
     )
     problems_per_batch: int = _f(8, "Problems per RL iteration.")
     problem_sampling: str = _f(
@@ -125,7 +141,9 @@ class TrainingConfig:
     # --- generator update ---
     generator_lr: float | list[float] = _f(
         [1e-5, 1e-5, 1e-5, 1e-5, 1e-4],
-        "Generator learning rate in the adversarial stages: one number, or a list of 5 (stages 1..5).",
+        "Generator learning rate in the adversarial stages: one number, or a list of 5 (stages 1..5). Stages 1-4 "
+        "step 10x smaller: their scoring head is near chance on the tiny model, and a full step there moved "
+        "held-out pass@1 by -1.6 to -7.5 points.",
     )
     kl_beta: float = _f(0.02, "Weight of the KL penalty to the frozen reference generator.")
     clip_range: float = _f(0.2, "PPO-style ratio clip for the policy-gradient loss.")
@@ -145,7 +163,9 @@ class TrainingConfig:
         "test never lowers it). A sample with no test scores -1 either way.",
     )
     invalid_test_penalty: float = _f(
-        0.5, "Subtracted from the CURE reward of each test the reference solution fails (0 = CURE as published)."
+        0.5,
+        "Subtracted from the CURE reward of each test the reference solution fails (0 = CURE as published); "
+        "see rewards.discriminator_tests for what 0.5 did.",
     )
     rewards: RewardConfig = _f(RewardConfig(), "Reward weights.")
     warmup: WarmupConfig = _f(WarmupConfig(), "Supervised warm-up.")
