@@ -28,7 +28,7 @@ def parse_args(argv):
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="sampling temperature (default: 0, greedy; 0.8 with --num-samples > 1)")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="token budget of every stage and of the test writer (default: the checkpoint's; 128 for tests)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="token budget of every stage and of each test-writer sample (default: the checkpoint's max_new_tokens and test_max_new_tokens)")
     parser.add_argument("--generate-tests", action="store_true", help="the discriminator writes tests; run them on the final code")
     parser.add_argument("--num-tests", type=int, default=5, help="tests to write with --generate-tests or --num-samples (default 5)")
     parser.add_argument("--no-test-agreement", action="store_true",
@@ -87,7 +87,7 @@ def run(args) -> int:
             note = "no tests: the function name is not in the problem or the code; pass --entry-point NAME"
         else:
             tests = discriminator.generate_tests(
-                problem, entry_point, code=None, num_tests=args.num_tests, max_new_tokens=args.max_new_tokens or 128,
+                problem, entry_point, code=None, num_tests=args.num_tests, max_new_tokens=args.max_new_tokens or config.test_max_new_tokens,
                 agreement=not args.no_test_agreement,
             )
             if not tests and discriminator.last_disputed_tests:

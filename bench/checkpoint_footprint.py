@@ -38,8 +38,8 @@ QWEN25_CODER_1_5B = dict(hidden=1536, layers=28, intermediate=8960, vocab=151936
 
 # One step of everything on the default (tiny) config: a complete tree in about 40 s on 2 cores.
 SHRUNKEN = [
-    "--warmup.steps=1", "--warmup.discriminator_steps=1", "--warmup.batch_size=2",
-    "--iterations_per_stage=1", "--problems_per_batch=1", "--group_size=2", "--num_generated_tests=2",
+    "--warmup.steps=1", "--warmup.test_writer_steps=1", "--warmup.batch_size=2",
+    "--iterations_per_stage=1", "--problems_per_batch=1", "--group_size=2", "--test_samples=2",
     "--max_new_tokens=[4,4,4,4,8]", "--eval_size=1", "--plot=false", "--progress=false", "--sandbox.workers=1",
 ]
 

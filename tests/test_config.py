@@ -130,3 +130,29 @@ def test_generator_lr_takes_one_number_or_one_per_stage():
     for bad in ("[1e-5, 1e-4]", "[1e-5, x, 1, 1, 1]", "-1"):
         with pytest.raises(UserError, match="generator_lr"):
             TrainingConfig().with_overrides([f"--generator_lr={bad}"])
+
+
+def test_renamed_keys_still_load_with_one_warning_line(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="training.config"):
+        config = TrainingConfig.from_dict(
+            {"num_generated_tests": 3, "warmup": {"discriminator_steps": 7}, "best_metric": "pass_rate"},
+            source="old/generator.pt",
+        )
+    assert config.test_samples == 3 and config.warmup.test_writer_steps == 7
+    assert config.best_metric == "eval_pass_at_1"
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3 and all("\n" not in m and m.startswith("old/generator.pt: ") for m in messages)
+    assert any("'num_generated_tests' is now 'test_samples'" in m for m in messages)
+    # the old name on the command line too; a config holding both keeps the new name's value
+    assert TrainingConfig().with_overrides(["--num_generated_tests=5"]).test_samples == 5
+    assert TrainingConfig.from_dict({"num_generated_tests": 3, "test_samples": 6}).test_samples == 6
+
+
+def test_counts_that_were_silently_raised_are_errors_now():
+    with pytest.raises(UserError, match="test_samples must be at least 2"):
+        TrainingConfig(test_samples=1)
+    with pytest.raises(UserError, match="needs held-out problems"):
+        TrainingConfig(best_metric="eval_pass_at_1", eval_problems="")
+    assert TrainingConfig(best_metric="eval_pass_at_1").eval_problems  # the default has them

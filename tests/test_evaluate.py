@@ -329,7 +329,7 @@ def test_rerank_reports_the_codet_pick_against_a_random_pick(monkeypatch):
 
 def test_test_validity_counts_the_tests_the_reference_solution_passes():
     from sandbox import Sandbox
-    from training.evaluate import discriminator_test_validity
+    from training.ranking import discriminator_test_validity
 
     # FakeDiscriminator writes f(1) == 2 and f(5) == 6 for every problem
     plus_one = Problem(id="p1", prompt="p1", entry_point="f", reference_solution="def f(x):\n    return x + 1\n",
@@ -359,7 +359,7 @@ class GuessingDiscriminator(FakeDiscriminator):
 ])
 def test_test_validity_merges_the_samples_by_agreement_unless_told_not_to(agreement, tests, validity):
     from sandbox import Sandbox
-    from training.evaluate import discriminator_test_validity
+    from training.ranking import discriminator_test_validity
 
     plus_one = Problem(id="p1", prompt="p1", entry_point="f", reference_solution="def f(x):\n    return x + 1\n",
                        tests=["assert f(1) == 2"])
@@ -377,7 +377,7 @@ def test_test_validity_merges_the_samples_by_agreement_unless_told_not_to(agreem
 
 def test_rerank_reports_the_pick_of_the_other_merge_from_the_same_samples():
     from sandbox import Sandbox
-    from training.evaluate import rerank_samples
+    from training.ranking import rerank_samples
 
     right = "def f(x):\n    return x + 1\n"
     three = "def f(x):\n    return 3\n"  # passes only the guess f(1) == 3

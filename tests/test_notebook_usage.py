@@ -70,7 +70,7 @@ def test_resume_training_from_stage_3_as_the_guide_shows(stage_3, tmp_path):
 
     config = TrainingConfig(
         device="cpu", checkpoint_dir=str(tmp_path), plot=False, progress=False, iterations_per_stage=1,
-        problems_per_batch=2, group_size=2, max_new_tokens=[8, 8, 8, 8, 24], num_generated_tests=2,
+        problems_per_batch=2, group_size=2, max_new_tokens=[8, 8, 8, 8, 24], test_samples=2,
     )
     problems = load_problems("curriculum:train")[:4]
     generator = LLMGenerator(config.generator_model, config.device)

@@ -19,7 +19,7 @@ from training.curriculum import load_curriculum
 SHRUNK = [
     "--device=cpu",
     "--warmup.steps=2",
-    "--warmup.discriminator_steps=1",
+    "--warmup.test_writer_steps=1",
     "--warmup.scoring_head_steps=1",
     "--warmup.batch_size=4",
     "--iterations_per_stage=1",
@@ -27,7 +27,7 @@ SHRUNK = [
     "--problems_per_batch=2",
     "--group_size=3",
     "--max_new_tokens=[6, 6, 6, 6, 24]",
-    "--num_generated_tests=2",
+    "--test_samples=2",
     "--eval_size=2",
     "--progress=false",
     "--plot=false",

@@ -395,9 +395,11 @@ class AdversarialTrainer:
 def _best_metric(metrics: dict, name: str) -> float:
     """What best/ maximises. avg_reward mixes scales across stages (scoring-head probabilities at 1-4,
     execution at the code stage); eval_pass_at_1 compares held-out pass@1 instead."""
-    if name == "eval_pass_at_1":
-        return metrics["eval"]["pass_at_1"]
-    return metrics["generator"][name]
+    if name != "eval_pass_at_1":
+        return metrics["generator"][name]
+    if "eval" not in metrics:
+        raise UserError("best_metric=eval_pass_at_1 needs held-out problems: pass eval_problems to train/train_stage")
+    return metrics["eval"]["pass_at_1"]
 
 
 def _summary(metrics: dict) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import os
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ import yaml
 
 from sandbox import SandboxConfig
 from training.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 
 def _f(default, help: str, **kwargs):
@@ -60,7 +63,7 @@ class WarmupConfig:
     discriminator_from_generator: bool = _f(
         True, "Start the discriminator's LM from the warmed-up generator when their architectures match."
     )
-    discriminator_steps: int = _f(150, "Warm-up steps of the discriminator's test writer on reference tests.")
+    test_writer_steps: int = _f(150, "Optimizer steps of the test writer's warm-up on reference tests (0 = none).")
     tests_per_problem: int = _f(
         3,
         "Reference tests per problem the test writer imitates in warm-up: the first N as the problem lists them "
@@ -154,8 +157,13 @@ class TrainingConfig:
     # --- discriminator ---
     use_discriminator: bool = _f(True, "False = ablation: execution reward only, no discriminator score or tests.")
     discriminator_lr: float = _f(5e-4, "Discriminator learning rate (scoring head, LM and test writer).")
-    discriminator_steps: int = _f(1, "Discriminator updates per iteration.")
-    num_generated_tests: int = _f(4, "Tests the discriminator writes per problem at stage 5.")
+    discriminator_steps: int = _f(1, "Discriminator updates per RL iteration, each on that iteration's batch.")
+    test_samples: int = _f(
+        4,
+        "Test-writer samples per problem at the code stage (at least 2: their advantages are relative to each "
+        "other); each sample keeps its first 3 asserts, and the problem's tests are their distinct union.",
+    )
+    test_max_new_tokens: int = _f(96, "Token budget of one test-writer sample, in training and at inference.")
     test_temperature: float = _f(1.0, "Sampling temperature of the test writer.")
     test_writer_reward: str = _f(
         "mean",
@@ -178,7 +186,8 @@ class TrainingConfig:
     # --- output ---
     best_metric: str = _f(
         "avg_reward",
-        "What best/ maximises: avg_reward (the generator's mean reward in the stage) or pass_rate (held-out pass@1).",
+        "What best/ maximises: avg_reward (the generator's mean reward in the stage) or eval_pass_at_1 "
+        "(held-out pass@1 of the stage's checkpoint; needs eval_problems).",
     )
     checkpoint_dir: str = _f("checkpoints", "Where stage_N/, best/, final/ and metrics.jsonl are written.")
     log_every: int = _f(1, "Write a metrics line every N iterations.")
@@ -223,8 +232,14 @@ class TrainingConfig:
             raise UserError(f"test_writer_reward must be mean or sum, got {self.test_writer_reward!r}")
         if self.problem_sampling not in ("uniform", "informative"):
             raise UserError(f"problem_sampling must be uniform or informative, got {self.problem_sampling!r}")
-        if self.best_metric not in ("avg_reward", "pass_rate"):
-            raise UserError(f"best_metric must be avg_reward or pass_rate, got {self.best_metric!r}")
+        if self.best_metric not in ("avg_reward", "eval_pass_at_1"):
+            raise UserError(f"best_metric must be avg_reward or eval_pass_at_1, got {self.best_metric!r}")
+        if self.best_metric == "eval_pass_at_1" and not self.eval_problems:
+            raise UserError("best_metric=eval_pass_at_1 needs held-out problems: set --eval_problems (or use avg_reward)")
+        if self.test_samples < 2:
+            raise UserError(f"test_samples must be at least 2 (the writer's advantages are relative to the problem's samples), got {self.test_samples}")
+        if self.test_max_new_tokens < 1:
+            raise UserError(f"test_max_new_tokens must be at least 1, got {self.test_max_new_tokens}")
         if self.invalid_test_penalty < 0:
             raise UserError(f"invalid_test_penalty must be non-negative, got {self.invalid_test_penalty}")
         if self.temperature <= 0:
@@ -268,7 +283,7 @@ class TrainingConfig:
         data = self.to_dict()
         for arg in args:
             key, value = parse_override(arg)
-            _set_dotted(type(self), data, key, value)
+            _set_dotted(type(self), data, _renamed(key, "command line"), value)
         return type(self).from_dict(data, source="command line")
 
 
@@ -310,11 +325,42 @@ def _field_type(cls, name: str):
     return typing.get_type_hints(cls)[name]
 
 
+# Old names that checkpoints and configs written before a rename still use: old dotted key -> new.
+RENAMED_KEYS = {
+    "num_generated_tests": "test_samples",
+    "warmup.discriminator_steps": "warmup.test_writer_steps",
+}
+# Old values of a key -> new: (dotted key, old value) -> new value.
+RENAMED_VALUES = {("best_metric", "pass_rate"): "eval_pass_at_1"}
+
+
+def _renamed(full: str, source: str) -> str:
+    new = RENAMED_KEYS.get(full)
+    if new is not None:
+        logger.warning("%s: config key %r is now %r; the old name still loads but will go", source, full, new)
+        return new
+    return full
+
+
+def _renamed_value(full: str, value, source: str):
+    new = RENAMED_VALUES.get((full, value)) if isinstance(value, str) else None
+    if new is not None:
+        logger.warning("%s: %s=%s is now %s=%s; the old value still loads but will go", source, full, value, full, new)
+        return new
+    return value
+
+
 def _build_kwargs(cls, data: dict, prefix: str, source: str) -> dict:
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
+    data = dict(data)
+    for key in [k for k in data if prefix + k in RENAMED_KEYS]:
+        new = _renamed(prefix + key, source)[len(prefix):]
+        value = data.pop(key)
+        data.setdefault(new, value)  # a config that holds both names keeps the new one's value
     for key, value in data.items():
         full = prefix + key
+        value = _renamed_value(full, value, source)
         if key not in names:
             _unknown_key(full, names, cls)
         kwargs[key] = _check_type(full, _field_type(cls, key), value, source)

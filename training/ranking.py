@@ -22,6 +22,10 @@ import ast
 import re
 from dataclasses import dataclass, field
 
+from training.config import TrainingConfig
+
+TEST_MAX_NEW_TOKENS = TrainingConfig.test_max_new_tokens  # one test-writer sample, as in training
+
 
 @dataclass(frozen=True)
 class Group:
@@ -132,7 +136,7 @@ def pass_matrix(sandbox, codes: list, tests: list, entry_point: str) -> list:
 
 
 def sample_test_texts(discriminator, items: list, num_tests: int = 5, temperature: float = 0.7,
-                      max_new_tokens: int = 128, batch_size: int = 32, samples: int | None = None) -> list:
+                      max_new_tokens: int = TEST_MAX_NEW_TOKENS, batch_size: int = 32, samples: int | None = None) -> list:
     """Per (problem_text, entry_point) item, the test writer's raw completions (`merge_tests` makes tests of them).
 
     The batched form of `LLMDiscriminator.generate_tests` before the merge:
@@ -150,6 +154,94 @@ def sample_test_texts(discriminator, items: list, num_tests: int = 5, temperatur
         rollout = discriminator.sample_tests(prompts, num_samples=S, max_new_tokens=max_new_tokens, temperature=temperature)
         out.extend(rollout.texts[i * S : (i + 1) * S] for i in range(len(chunk)))
     return out
+
+
+# ------------------------------------------------- the test writer's tests, evaluated
+def rerank_samples(discriminator, problems: list, samples_per_problem: list, sandbox, num_tests: int = 5,
+                   test_temperature: float = 0.7, max_new_tokens: int = TEST_MAX_NEW_TOKENS, bar=None, agreement: bool = True) -> list:
+    """CodeT picks: per problem, the discriminator writes tests, every sample runs them, dual agreement picks one.
+
+    Returns per problem a dict with the pick (RankedPick), the tests and the
+    pass matrix, and `other_pick`: CodeT's pick from the same test samples
+    merged the other way (with or without `agreement`).
+    """
+    batch = 32
+    picks = []
+    for lo in range(0, len(problems), batch):
+        chunk = problems[lo : lo + batch]
+        codes_chunk = samples_per_problem[lo : lo + batch]
+        merged, union = _tests_both_ways(discriminator, chunk, num_tests, test_temperature, max_new_tokens, agreement)
+        # one sandbox batch for the whole chunk: every sample against its problem's tests
+        jobs = [(code, tests, p.entry_point) for p, tests, codes in zip(chunk, union, codes_chunk) for code in codes if tests]
+        results = iter(sandbox.run_batch(jobs) if jobs else [])
+        for tests, (main, other), codes in zip(union, merged, codes_chunk):
+            rows = [dict(zip(tests, next(results).outcomes(len(tests)))) if tests else {} for _ in codes]
+            matrix = [[row[t] for t in main] for row in rows]
+            picks.append({"pick": codet_rank(matrix), "tests": main, "matrix": matrix,
+                          "other_pick": codet_rank([[row[t] for t in other] for row in rows])})
+        if bar is not None:
+            bar.update(len(chunk))
+    return picks
+
+
+def _tests_both_ways(discriminator, problems: list, num_tests: int, temperature: float, max_new_tokens: int,
+                     agreement: bool) -> tuple:
+    """The discriminator's tests per problem from one set of samples, merged with `agreement` and the other way.
+
+    Returns ([(main, other)], union): the two merges, and per problem their
+    distinct tests together, to run in one sandbox job.
+    """
+    from reasoning.stages import merge_tests
+
+    texts = sample_test_texts(discriminator, [(p.prompt, p.entry_point) for p in problems], num_tests=num_tests,
+                              temperature=temperature, max_new_tokens=max_new_tokens)
+    merged = [tuple(merge_tests(t, p.entry_point, num_tests, mode)[0] for mode in (agreement, not agreement))
+              for t, p in zip(texts, problems)]
+    return merged, [list(dict.fromkeys(main + other)) for main, other in merged]
+
+
+def discriminator_test_validity(discriminator, problems: list, sandbox, num_tests: int = 5, temperature: float = 0.7,
+                                max_new_tokens: int = TEST_MAX_NEW_TOKENS, bar=None, agreement: bool = True) -> dict:
+    """How many of the discriminator's tests the reference solution passes, on `problems`.
+
+    The discriminator writes up to `num_tests` distinct asserts per problem
+    the way `inference.py --generate-tests` does (default temperature 0.7;
+    with `agreement`, results its samples disagree on are dropped), and each
+    runs against the problem's reference solution in the sandbox. A test the
+    reference fails is invalid: it would fail correct code. The same samples
+    merged the other way are summarised under "other_merge", so the vote's
+    effect is measured without sampling noise.
+    """
+    rows, other_rows = [], []
+    for lo in range(0, len(problems), 32):
+        chunk = problems[lo : lo + 32]
+        merged, union = _tests_both_ways(discriminator, chunk, num_tests, temperature, max_new_tokens, agreement)
+        jobs = [(p.reference_solution, tests, p.entry_point) for p, tests in zip(chunk, union) if tests]
+        results = iter(sandbox.run_batch(jobs) if jobs else [])
+        for p, tests, (main, other) in zip(chunk, union, merged):
+            ok = dict(zip(tests, next(results).outcomes(len(tests)))) if tests else {}
+            rows.append({"id": p.id, "tests": main, "valid": [ok[t] for t in main]})
+            other_rows.append([ok[t] for t in other])
+        if bar is not None:
+            bar.update(len(chunk))
+    return {
+        "temperature": temperature,
+        "agreement": agreement,
+        **_validity([row["valid"] for row in rows]),
+        "other_merge": {"agreement": not agreement, **_validity(other_rows)},
+        "problems": rows,
+    }
+
+
+def _validity(valid_per_problem: list) -> dict:
+    written = sum(len(v) for v in valid_per_problem)
+    n = len(valid_per_problem)
+    return {
+        "test_validity": sum(sum(v) for v in valid_per_problem) / written if written else float("nan"),
+        "tests_per_problem": written / n if n else 0.0,
+        "valid_tests_per_problem": sum(sum(v) for v in valid_per_problem) / n if n else 0.0,
+        "problems_without_tests": sum(1 for v in valid_per_problem if not v),
+    }
 
 
 # ----------------------------------------------------------------- entry points

@@ -174,11 +174,11 @@ class Rollouts:
 
     def write_tests(self, problems: list) -> TestBatch:
         """The test writer samples T completions per problem; pooled tests are checked on the reference."""
-        T = max(2, self.config.num_generated_tests)
+        T = self.config.test_samples
         prompts = [build_test_prompt(p.prompt, p.entry_point) for p in problems]
         self.discriminator.model.eval()
         with torch.no_grad(), self.dist.gathered(self.discriminator.model):
-            ro = self.discriminator.sample(prompts, num_samples=T, max_new_tokens=96, temperature=self.config.test_temperature)
+            ro = self.discriminator.sample(prompts, num_samples=T, max_new_tokens=self.config.test_max_new_tokens, temperature=self.config.test_temperature)
         sample_tests, pooled = [], []
         for b, problem in enumerate(problems):
             pool = []

@@ -58,10 +58,10 @@ class Warmup:
         stats = {"warmup_generator_loss": self.supervised(self.generator, pools, weights, wc.steps, "warm-up generator")}
         if config.use_discriminator and wc.discriminator_from_generator:
             stats["discriminator_from_generator"] = self.copy_generator_into_discriminator()
-        if config.use_discriminator and wc.discriminator_steps > 0:
+        if config.use_discriminator and wc.test_writer_steps > 0:
             examples = self.test_examples(problems, test_problems)
             stats["warmup_test_writer_loss"] = self.supervised(
-                self.discriminator, [examples], [1.0], wc.discriminator_steps, "warm-up test writer"
+                self.discriminator, [examples], [1.0], wc.test_writer_steps, "warm-up test writer"
             )
         if config.use_discriminator and wc.scoring_head_steps > 0:
             stats.update(self.scoring_head(problems, wc.scoring_head_steps))
