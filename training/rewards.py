@@ -130,7 +130,7 @@ def discriminator_tests_reward(batch: RewardBatch) -> list:
 
 
 def cure_test_rewards(passes_reference: list[bool], wrong_pass_matrix: list[list[bool]], invalid_penalty: float = 0.0) -> list[float]:
-    """CURE reward of each generated test (DESIGN.md, discriminator update (b)).
+    """CURE reward of each generated test (co-evolving coder and unit tester).
 
     passes_reference[j]: test j passes the reference solution (it is valid).
     wrong_pass_matrix[i][j]: wrong candidate i passes test j. A wrong candidate
