@@ -25,16 +25,13 @@ import time
 
 import torch
 
-from reasoning.stages import get_stage
+from reasoning.stages import NUM_STAGES, get_stage
 from training import checkpoint as ckpt
 from training.build import spread
 from training.config import TrainingConfig
 from training.distributed import Distributed
 from training.errors import UserError
-from training.losses import (
-    compute_advantages, discriminator_modules, discriminator_step, kept_rows, optimizer_step,
-    policy_gradient_backward, rollout_logps, micro_batches, scoring_head_step,
-)
+from training.losses import compute_advantages, discriminator_modules, policy_update, scoring_head_step, trainable_parameters
 from training.metrics import MetricsLog, mean_rows, stage_metrics
 from training.rewards import REWARDS, RewardBatch, combine, test_writer_rewards
 from training.rollout import Rollouts, StageBatch
@@ -67,11 +64,10 @@ class AdversarialTrainer:
                     "give every process at least one problem"
                 )
         self.generator_optimizer = torch.optim.AdamW(
-            [p for p in generator.model.parameters() if p.requires_grad], lr=config.generator_lr_at(1), weight_decay=0.0
+            trainable_parameters([generator.model]), lr=config.generator_lr_at(1), weight_decay=0.0
         )
         self.discriminator_optimizer = torch.optim.AdamW(
-            [p for m in discriminator_modules(discriminator) for p in m.parameters() if p.requires_grad],
-            lr=config.discriminator_lr, weight_decay=0.0,
+            trainable_parameters(discriminator_modules(discriminator)), lr=config.discriminator_lr, weight_decay=0.0
         )
         self.reference_model = None
         self.reward_weights = {name: getattr(config.rewards, name) for name in REWARDS}
@@ -186,7 +182,7 @@ class AdversarialTrainer:
         """G candidates of stage k per problem, each after the generator's own greedy prefix."""
         return self.rollouts.sample(stage_id, problems)
 
-    def generate_chains(self, problems: list, upto: int = 5, start: list | None = None) -> list:
+    def generate_chains(self, problems: list, upto: int = NUM_STAGES, start: list | None = None) -> list:
         return self.rollouts.generate_chains(problems, upto=upto, start=start)
 
     def score(self, batch: StageBatch) -> list:
@@ -230,38 +226,13 @@ class AdversarialTrainer:
     # ==================================================================== updates
     def update_generator(self, batch: StageBatch, advantages: torch.Tensor, valid: torch.Tensor) -> dict:
         """Clipped policy gradient over completion tokens, KL to the frozen reference."""
-        config, model = self.config, self.generator.model
-        stats = {"kl": 0.0, "policy_loss": 0.0, "grad_norm": 0.0}
-        keep, norm = kept_rows(valid, self.dist)
-        if not norm:  # every group had zero spread: nothing to learn from
-            return stats
-        ro, T = batch.rollout, config.temperature  # log-probs under softmax(logits / T), like the samples
-
-        def logps(policy):
-            return [rollout_logps(self.generator, ro, idx, self.device, T, model=policy).detach()
-                    for idx in micro_batches(keep, config.micro_batch_size)]
-
-        with torch.no_grad(), self.dist.gathered(model):
-            # one pass over fresh samples: the policy is the sampling policy, the ratio is 1,
-            # and the old log-probs need no forward pass of their own
-            old_logps = logps(model) if config.policy_epochs > 1 else None
-            ref_logps = logps(self.reference_model) if self.reference_model is not None else None
-        params = [p for p in model.parameters() if p.requires_grad]
-        model.train()
-        kl_sum = loss_sum = 0.0
-        for _epoch in range(config.policy_epochs):
-            self.generator_optimizer.zero_grad(set_to_none=True)
-            with self.dist.gathered(model):  # FSDP: ranks run different numbers of micro-batches
-                loss, kl = policy_gradient_backward(
-                    self.generator, ro, advantages, keep, norm, temperature=T, micro_batch_size=config.micro_batch_size,
-                    clip_range=config.clip_range, old_logps=old_logps, ref_logps=ref_logps, beta=config.kl_beta,
-                )
-                self.dist.sync_gradients(model, params)
-            loss_sum, kl_sum = loss_sum + loss, kl_sum + kl
-            grad_norm = optimizer_step(self.generator_optimizer, params, self.dist, config.max_grad_norm)
-        epochs = config.policy_epochs
-        stats.update(kl=kl_sum / max(len(keep), 1) / epochs, policy_loss=loss_sum / epochs, grad_norm=float(grad_norm))
-        return stats
+        config = self.config
+        return policy_update(
+            self.generator, self.generator_optimizer, trainable_parameters([self.generator.model]), batch.rollout, advantages, valid, self.dist,
+            temperature=config.temperature, micro_batch_size=config.micro_batch_size, clip_range=config.clip_range,
+            max_grad_norm=config.max_grad_norm, epochs=config.policy_epochs,
+            reference_model=self.reference_model, beta=config.kl_beta,
+        )
 
     def update_discriminator(self, batch: StageBatch) -> dict:
         """The scoring head on reference vs generated stage texts; the test writer at the code stage."""
@@ -283,55 +254,29 @@ class AdversarialTrainer:
         return scoring_head_step(self.discriminator, self.discriminator_optimizer, items, labels, self.dist, self.config.max_grad_norm)
 
     def _update_test_writer(self, batch: StageBatch) -> dict:
-        """The generator's policy-gradient loss on the test samples, rewarded by CURE (training/rewards.py)."""
+        """The generator's policy-gradient update on the test samples, rewarded by CURE (training/rewards.py)."""
         config, tb = self.config, batch.test_batch
         sample_rewards = test_writer_rewards(
             tb, batch.completions, batch.reference_results, batch.group_size,
             config.invalid_test_penalty, config.test_writer_reward,
         )
-        stats = {"test_writer_reward": sum(sample_rewards) / len(sample_rewards)}
         advantages, valid, _ = self.compute_advantages(sample_rewards, tb.samples_per_problem)
-        keep, norm = kept_rows(valid, self.dist)
-        if not norm:
-            return stats
-        self.discriminator.model.train()
-        self.discriminator_optimizer.zero_grad(set_to_none=True)
-        with self.dist.gathered(self.discriminator.model):  # FSDP: ranks run different numbers of micro-batches
-            policy_gradient_backward(
-                self.discriminator, tb.rollout, advantages, keep, norm,
-                temperature=config.test_temperature, micro_batch_size=config.micro_batch_size, clip_range=config.clip_range,
-            )
-            discriminator_step(self.discriminator, self.discriminator_optimizer, self.dist, config.max_grad_norm)
-        return stats
+        stats = policy_update(
+            self.discriminator, self.discriminator_optimizer, trainable_parameters(discriminator_modules(self.discriminator)), tb.rollout, advantages, valid, self.dist,
+            temperature=config.test_temperature, micro_batch_size=config.micro_batch_size,
+            clip_range=config.clip_range, max_grad_norm=config.max_grad_norm,
+        )
+        return {"test_writer_reward": sum(sample_rewards) / len(sample_rewards),
+                "test_writer_policy_loss": stats["policy_loss"], "test_writer_grad_norm": stats["grad_norm"]}
 
     # ================================================================= evaluation
     def evaluate(self, problems: list) -> dict:
-        """Greedy five-stage chains scored like `python -m training.evaluate`: pass@1 and test pass rate.
-
-        Curriculum problems are also reported per family group (sft, rl_only,
-        heldout), since warm-up saturates the groups it has seen.
-        """
-        from training.curriculum import GROUPS
-        from training.evaluate import evaluate_samples
+        """Greedy five-stage chains scored like `python -m training.evaluate`: pass@1, also per family group."""
+        from training.evaluate import greedy_pass_at_1
 
         mine = self.dist.shard(spread(problems, self.config.eval_size))
-        chains = self.generate_chains(mine, upto=5)
-        report = evaluate_samples(mine, [[c[-1]] for c in chains], self.sandbox, ks=(1,))
-        groups = {family: group for group, families in GROUPS.items() for family in families}
-        local = [(groups.get(p.family), row["c"] > 0, row["test_pass_rate"]) for p, row in zip(mine, report["problems"])]
-        rows = [r for part in self.dist.gather(local) for r in part]
-        out = {
-            "pass_at_1": sum(ok for _, ok, _ in rows) / len(rows),
-            "test_pass_rate": sum(rate for _, _, rate in rows) / len(rows),
-            "num_problems": len(rows),
-        }
-        by_group: dict = {}
-        for group, ok, _ in rows:
-            if group is not None:
-                by_group.setdefault(group, []).append(ok)
-        for group, passed in sorted(by_group.items()):
-            out[f"pass_at_1_{group}"] = sum(passed) / len(passed)
-        return out
+        chains = self.generate_chains(mine, upto=NUM_STAGES)
+        return greedy_pass_at_1(mine, [c[-1] for c in chains], self.sandbox, self.dist)
 
     # ================================================================ checkpoints
     def save_checkpoint(self, path: str, stage_id: int, metrics: dict) -> None:
@@ -346,7 +291,7 @@ class AdversarialTrainer:
             "rng_state": ckpt.rng_state(self.rng),
             "best_reward": self.best_reward if math.isfinite(self.best_reward) else None,
         }
-        ckpt.save_training_state(path, self._players, self._optimizers, self.dist, common)
+        ckpt.save_training_state(path, self._players(), self._optimizers(), self.dist, common)
 
     def save_final(self, metrics: dict) -> None:
         """final/: the last stage's weights (hard-linked), its metrics, and the full config."""
@@ -360,7 +305,7 @@ class AdversarialTrainer:
 
     def load_checkpoint(self, path: str, load_optimizer: bool = True) -> dict:
         """Restore both players (and optimizers) from a checkpoint directory; training resumes after its stage."""
-        gen = ckpt.load_training_state(path, self._players, self._optimizers if load_optimizer else None, self.dist)
+        gen = ckpt.load_training_state(path, self._players(), self._optimizers() if load_optimizer else None, self.dist)
         self.completed_stage = int(gen.get("stage_id", 0))
         if load_optimizer:  # the saved state carries the old run's learning rates; this run's config wins
             _set_lr(self.generator_optimizer, self.config.generator_lr_at(self.completed_stage + 1))
@@ -376,11 +321,9 @@ class AdversarialTrainer:
         self.log.truncate_after(self.completed_stage)
         return gen.get("metrics", {})
 
-    @property
     def _players(self) -> tuple:
         return self.generator, self.discriminator
 
-    @property
     def _optimizers(self) -> tuple:
         return self.generator_optimizer, self.discriminator_optimizer
 

@@ -45,3 +45,18 @@ def generate_chains(
             for i, text in zip(idx, ro.texts):
                 chains[i].append(stage.extract(text))
     return chains
+
+
+def sample_chains(generator, problems: list, n: int, temperature: float, max_new_tokens=None,
+                  batch_size: int = 64, bar=None) -> list:
+    """n five-stage chains per problem: per problem, a list of n chains (lists of 5 stage texts)."""
+    per_chunk = max(1, batch_size // n)
+    out = []
+    for lo in range(0, len(problems), per_chunk):
+        chunk = problems[lo : lo + per_chunk]
+        texts = [p.prompt for p in chunk for _ in range(n)]
+        chains = generate_chains(generator, texts, max_new_tokens, temperature=temperature, batch_size=batch_size)
+        out.extend(chains[i * n : (i + 1) * n] for i in range(len(chunk)))
+        if bar is not None:
+            bar.update(len(chunk))
+    return out

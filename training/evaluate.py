@@ -28,6 +28,7 @@ import sys
 import numpy as np
 
 from training.cli import check_flags, run_cli, write_atomically
+from training.chains import sample_chains
 from training.errors import UserError
 from training.ranking import TEST_MAX_NEW_TOKENS, discriminator_test_validity, rerank_samples
 
@@ -118,23 +119,6 @@ def summarize(rows: list, ks=(1,)) -> dict:
 
 
 # ========================================================================= sampling
-def sample_chains(generator, problems: list, n: int, temperature: float, max_new_tokens=None,
-                  batch_size: int = 64, bar=None) -> list:
-    """n five-stage chains per problem: per problem, a list of n chains (lists of 5 stage texts)."""
-    from training.chains import generate_chains
-
-    per_chunk = max(1, batch_size // n)
-    out = []
-    for lo in range(0, len(problems), per_chunk):
-        chunk = problems[lo : lo + per_chunk]
-        texts = [p.prompt for p in chunk for _ in range(n)]
-        chains = generate_chains(generator, texts, max_new_tokens, temperature=temperature, batch_size=batch_size)
-        out.extend(chains[i * n : (i + 1) * n] for i in range(len(chunk)))
-        if bar is not None:
-            bar.update(len(chunk))
-    return out
-
-
 # ======================================================================= evaluation
 def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), temperature: float | None = None,
                      max_new_tokens=None, discriminator=None, num_samples_rerank: int = 0, num_tests: int = 5,
@@ -211,6 +195,32 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
         )
         bar.close()
     return result
+
+
+def greedy_pass_at_1(problems: list, codes: list, sandbox, dist) -> dict:
+    """Held-out pass@1 of one greedy program per problem, over every rank's share of `problems`.
+
+    Curriculum problems are also reported per family group (sft, rl_only,
+    heldout), since warm-up saturates the groups it has seen.
+    """
+    from training.curriculum import GROUPS
+
+    report = evaluate_samples(problems, [[code] for code in codes], sandbox, ks=(1,))
+    groups = {family: group for group, families in GROUPS.items() for family in families}
+    local = [(groups.get(p.family), row["c"] > 0, row["test_pass_rate"]) for p, row in zip(problems, report["problems"])]
+    rows = [r for part in dist.gather(local) for r in part]
+    out = {
+        "pass_at_1": sum(ok for _, ok, _ in rows) / len(rows),
+        "test_pass_rate": sum(rate for _, _, rate in rows) / len(rows),
+        "num_problems": len(rows),
+    }
+    by_group: dict = {}
+    for group, ok, _ in rows:
+        if group is not None:
+            by_group.setdefault(group, []).append(ok)
+    for group, passed in sorted(by_group.items()):
+        out[f"pass_at_1_{group}"] = sum(passed) / len(passed)
+    return out
 
 
 def load_specs(specs: list, limit: int = 0) -> list:

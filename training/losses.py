@@ -2,8 +2,9 @@
 
     compute_advantages      group-relative advantages, zero-spread groups masked
     clipped_policy_loss     the clipped policy-gradient loss (+ k3 KL), per sequence
-    policy_gradient_backward  that loss over micro-batches of a rollout: the generator
-                            and the test writer both learn through it
+    policy_gradient_backward  that loss over micro-batches of a rollout
+    policy_update           one update of a player on its rollout: the generator and
+                            the test writer both learn through it
     scoring_head_step       one BCE step of the discriminator's scoring head
     optimizer_step          clip the averaged gradients, step, free them
 """
@@ -123,6 +124,48 @@ def policy_gradient_backward(
     return loss_sum, kl_sum
 
 
+def policy_update(
+    player, optimizer, params: list, rollout, advantages: torch.Tensor, valid: torch.Tensor, dist, *,
+    temperature: float, micro_batch_size: int, clip_range: float, max_grad_norm: float,
+    epochs: int = 1, reference_model=None, beta: float = 0.0,
+) -> dict:
+    """One policy-gradient update of a player on its rollout: the generator's and the test writer's.
+
+    Rows without advantage (zero-spread groups) are left out; `epochs` > 1
+    passes re-use the rollout, so the ratio moves off 1 and the clip acts.
+    With `reference_model`, the k3 KL to it is added with weight `beta`.
+    Returns kl (mean per sequence), policy_loss and grad_norm.
+    """
+    stats = {"kl": 0.0, "policy_loss": 0.0, "grad_norm": 0.0}
+    keep, norm = kept_rows(valid, dist)
+    if not norm:  # every group had zero spread: nothing to learn from
+        return stats
+    model, device = player.model, player.device
+
+    def logps(policy):  # under softmax(logits / T), the distribution the samples came from
+        return [rollout_logps(player, rollout, idx, device, temperature, model=policy).detach()
+                for idx in micro_batches(keep, micro_batch_size)]
+
+    with torch.no_grad(), dist.gathered(model):
+        # one pass over fresh samples: the policy is the sampling policy, the ratio is 1,
+        # and the old log-probs need no forward pass of their own
+        old_logps = logps(model) if epochs > 1 else None
+        ref_logps = logps(reference_model) if reference_model is not None else None
+    model.train()
+    kl_sum = loss_sum = 0.0
+    for _epoch in range(epochs):
+        optimizer.zero_grad(set_to_none=True)
+        with dist.gathered(model):  # FSDP: ranks run different numbers of micro-batches
+            loss, kl = policy_gradient_backward(
+                player, rollout, advantages, keep, norm, temperature=temperature, micro_batch_size=micro_batch_size,
+                clip_range=clip_range, old_logps=old_logps, ref_logps=ref_logps, beta=beta,
+            )
+            dist.sync_gradients(model, params)
+        loss_sum, kl_sum = loss_sum + loss, kl_sum + kl
+        grad_norm = optimizer_step(optimizer, params, dist, max_grad_norm)
+    return {"kl": kl_sum / max(len(keep), 1) / epochs, "policy_loss": loss_sum / epochs, "grad_norm": float(grad_norm)}
+
+
 def optimizer_step(optimizer, params: list, dist, max_grad_norm: float) -> torch.Tensor:
     """Clip the (already averaged) gradients, step, and free them; returns the norm before clipping."""
     grad_norm = dist.clip_grad_norm(params, max_grad_norm)
@@ -137,9 +180,13 @@ def discriminator_modules(discriminator) -> list:
     return [discriminator.model] + ([head] if head is not None else [])
 
 
+def trainable_parameters(modules: list) -> list:
+    return [p for module in modules for p in module.parameters() if p.requires_grad]
+
+
 def discriminator_step(discriminator, optimizer, dist, max_grad_norm: float) -> None:
     """Synchronise the discriminator's gradients (inside its `gathered` block), clip, step."""
-    params = [p for module in discriminator_modules(discriminator) for p in module.parameters() if p.requires_grad]
+    params = trainable_parameters(discriminator_modules(discriminator))
     dist.sync_gradients(discriminator.model, params)
     optimizer_step(optimizer, params, dist, max_grad_norm)
 

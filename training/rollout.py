@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from reasoning.stages import build_prompt, build_test_prompt, extract_tests, get_stage
+from reasoning.stages import NUM_STAGES, build_prompt, build_test_prompt, extract_tests, get_stage
 from training.chains import generate_chains
 from training.rewards import pass_fraction
 
@@ -134,7 +134,7 @@ class Rollouts:
                 self.prefix_cache[(p.id, stage_id)] = chain
         return [self.prefix_cache[(p.id, stage_id)] for p in problems]
 
-    def generate_chains(self, problems: list, upto: int = 5, start: list | None = None) -> list:
+    def generate_chains(self, problems: list, upto: int = NUM_STAGES, start: list | None = None) -> list:
         """Greedy stages len(start)+1..upto for each problem, with this run's token budgets."""
         with self.dist.gathered(self.generator.model):
             return generate_chains(
@@ -198,6 +198,6 @@ class Rollouts:
         """Complete each candidate's chain greedily to code; the pass fraction on the reference tests."""
         problems = batch.per_completion(batch.problems)
         starts = [prefix + [text] for prefix, text in zip(batch.per_completion(batch.prefixes), batch.completions)]
-        chains = self.generate_chains(problems, upto=5, start=starts)
+        chains = self.generate_chains(problems, upto=NUM_STAGES, start=starts)
         results = self.sandbox.run_batch([(c[-1], p.tests, p.entry_point) for c, p in zip(chains, problems)])
         return [pass_fraction(r.outcomes(len(p.tests))) for r, p in zip(results, problems)]

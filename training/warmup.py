@@ -17,7 +17,7 @@ import random
 
 import torch
 
-from reasoning.stages import build_prompt, build_test_prompt, get_stage
+from reasoning.stages import NUM_STAGES, build_prompt, build_test_prompt, get_stage
 from training.errors import UserError
 from training.losses import optimizer_step, scoring_head_step
 from training.rollout import TESTS_PER_SAMPLE
@@ -50,7 +50,7 @@ class Warmup:
     def _run(self, problems: list, test_problems: list) -> dict:
         config, wc = self.config, self.config.warmup
         # one pool per stage, so that the share of code examples is a knob of its own
-        pools = [[warmup_pair(p, k, wc.chain_loss) for p in problems if p.gold_stages] for k in range(1, 6)]
+        pools = [[warmup_pair(p, k, wc.chain_loss) for p in problems if p.gold_stages] for k in range(1, NUM_STAGES + 1)]
         if not pools[0]:
             raise UserError(f"warm-up needs problems with gold stages; {wc.problems} has none (set --warmup.enabled=false)")
         f5 = wc.stage5_fraction
