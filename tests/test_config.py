@@ -156,3 +156,11 @@ def test_counts_that_were_silently_raised_are_errors_now():
     with pytest.raises(UserError, match="needs held-out problems"):
         TrainingConfig(best_metric="eval_pass_at_1", eval_problems="")
     assert TrainingConfig(best_metric="eval_pass_at_1").eval_problems  # the default has them
+
+
+def test_a_checkpoint_with_the_old_names_loads_for_inference():
+    from training.loading import config_from_checkpoint
+
+    saved = {"config": {"num_generated_tests": 3, "warmup": {"discriminator_steps": 5}, "no_such_key": 1}}
+    config = config_from_checkpoint(saved)
+    assert (config.test_samples, config.warmup.test_writer_steps) == (3, 5)

@@ -17,7 +17,7 @@ import os
 
 from training import checkpoint as ckpt
 from training.build import resolve_device
-from training.config import TrainingConfig
+from training.config import RENAMED_KEYS, TrainingConfig
 from training.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,9 @@ def _known_keys(cls, data: dict, prefix: str) -> dict:
     defaults = cls()
     out = {}
     for key, value in data.items():
+        if prefix + key in RENAMED_KEYS:  # from_dict loads it under its new name
+            out[key] = value
+            continue
         if key not in fields:
             log.warning("checkpoint config key %s%s is unknown to this version; ignored", prefix, key)
             continue
