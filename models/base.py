@@ -123,7 +123,7 @@ def compute_dtype(dtype, device: torch.device) -> torch.dtype | None:
     gradients, bf16 matrix multiplies. Pure bf16 weights (`dtype=bfloat16`) halve
     the memory but AdamW then has no fp32 master copy, and small updates round
     away: on an H200 the tiny model's warm-up in pure bf16 ended at 2.5% held-out
-    pass@1, against 14.2% with fp32 weights and bf16 autocast (README). Explicit
+    pass@1, against 14.2% with fp32 weights and bf16 autocast (docs/experiments.md). Explicit
     dtypes are used as they are.
     """
     if (dtype is None or dtype == "auto") and device.type == "cuda":

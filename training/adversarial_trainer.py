@@ -346,7 +346,10 @@ def _best_metric(metrics: dict, name: str) -> float:
 
 
 def _summary(metrics: dict) -> str:
-    text = f"avg reward {metrics['generator']['avg_reward']:.3f}, train pass rate {metrics['generator']['train_pass_rate']:.3f}"
+    generator = metrics["generator"]
+    text = f"avg reward {generator['avg_reward']:.3f}"
+    if generator.get("train_pass_rate") is not None:
+        text += f", train pass rate {generator['train_pass_rate']:.3f}"
     if "eval" in metrics:
         text += f", held-out pass@1 {metrics['eval']['pass_at_1']:.3f}"
     return text

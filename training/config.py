@@ -97,7 +97,7 @@ class RewardConfig:
     discriminator_tests: float = _f(
         0.25,
         "Stage 5: pass fraction on discriminator tests validated on the reference. With invalid_test_penalty 0.5, "
-        "0.25 raised the test writer's validity from 47% to 68% at the same held-out pass@1 (three seeds, README).",
+        "0.25 raised the test writer's validity from 47% to 68% at the same held-out pass@1 (three seeds, docs/experiments.md).",
     )
 
 

@@ -123,7 +123,7 @@ def stage_metrics(stage_id: int, history: list, elapsed: float, total_elapsed: f
         "total_elapsed_s": total_elapsed,
         "generator": {
             "avg_reward": mean("reward", 0.0),
-            "train_pass_rate": mean("train_pass_rate", 0.0),
+            "train_pass_rate": mean("train_pass_rate"),  # None at stages 1-4: nothing runs there
             "kl": mean("kl", 0.0),
             "frac_reward_zero_std": mean("frac_reward_zero_std", 0.0),
             "reward_terms": {k[len("reward_"):]: mean(k) for k in terms},
