@@ -111,7 +111,9 @@ class AdversarialTrainer:
         _set_lr(self.generator_optimizer, config.generator_lr_at(stage_id))
         self.reference_model = self._make_reference() if config.kl_beta > 0 else None
         stage_start = time.time()
-        self.sampler = sampler = ProblemSampler(problems, config.problem_sampling, config.problems_per_batch, config.seed, self.global_step, self.dist)
+        self.sampler = sampler = ProblemSampler(
+            problems, config.problem_sampling, config.problems_per_batch, config.seed, self.global_step, self.dist
+        )
         history = []
         iterations = config.iterations(stage_id)
         bar = self.log.progress_bar(iterations, f"stage {stage_id}")
