@@ -124,7 +124,9 @@ class AdversarialTrainer:
             for _ in range(config.generator_steps):
                 batch = _timed(timings, "rollout", self.rollout, stage_id, batch_problems)
                 _timed(timings, "score", self.score, batch)
-                advantages, valid, frac_zero = self.compute_advantages(batch.rewards, batch.group_size)
+                advantages, valid, frac_zero = self.compute_advantages(
+                    batch.rewards, batch.group_size, scale_rewards=config.scale_rewards, dist=self.dist
+                )
                 sampler.note_spread(batch.problems, batch.group_size, valid)
                 stats = _timed(timings, "update_generator", self.update_generator, batch, advantages, valid)
                 self.global_step += 1
@@ -234,6 +236,8 @@ class AdversarialTrainer:
             temperature=config.temperature, micro_batch_size=config.micro_batch_size, clip_range=config.clip_range,
             max_grad_norm=config.max_grad_norm, epochs=config.policy_epochs,
             reference_model=self.reference_model, beta=config.kl_beta,
+            loss_type=config.loss_type, max_completion_length=config.max_new_tokens[batch.stage_id - 1],
+            epsilon_high=config.epsilon_high, importance_sampling_level=config.importance_sampling_level,
         )
 
     def update_discriminator(self, batch: StageBatch) -> dict:
@@ -262,11 +266,15 @@ class AdversarialTrainer:
             tb, batch.completions, batch.reference_results, batch.group_size,
             config.invalid_test_penalty, config.test_writer_reward,
         )
-        advantages, valid, _ = self.compute_advantages(sample_rewards, tb.samples_per_problem)
+        advantages, valid, _ = self.compute_advantages(
+            sample_rewards, tb.samples_per_problem, scale_rewards=config.scale_rewards, dist=self.dist
+        )
         stats = policy_update(
             self.discriminator, self.discriminator_optimizer, trainable_parameters(discriminator_modules(self.discriminator)), tb.rollout, advantages, valid, self.dist,
             temperature=config.test_temperature, micro_batch_size=config.micro_batch_size,
             clip_range=config.clip_range, max_grad_norm=config.max_grad_norm,
+            loss_type=config.loss_type, max_completion_length=config.test_max_new_tokens,
+            epsilon_high=config.epsilon_high, importance_sampling_level=config.importance_sampling_level,
         )
         return {"test_writer_reward": sum(sample_rewards) / len(sample_rewards),
                 "test_writer_policy_loss": stats["policy_loss"], "test_writer_grad_norm": stats["grad_norm"]}

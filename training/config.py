@@ -150,6 +150,27 @@ class TrainingConfig:
     )
     kl_beta: float = _f(0.02, "Weight of the KL penalty to the frozen reference generator.")
     clip_range: float = _f(0.2, "PPO-style ratio clip for the policy-gradient loss.")
+    epsilon_high: float = _f(
+        0.0,
+        "Upper ratio clip, 1 + epsilon_high, with clip_range the lower one (DAPO's clip-higher, e.g. 0.28); 0 = same "
+        "as clip_range. With one policy epoch on fresh samples the ratio is 1 and clipping does nothing.",
+    )
+    importance_sampling_level: str = _f(
+        "token",
+        "token (PPO: one ratio per token) or sequence (GSPO: one ratio per sequence, exp of the mean token log-ratio, "
+        "clipped as a whole). With one policy epoch on fresh samples the ratio is 1 and clipping does nothing.",
+    )
+    loss_type: str = _f(
+        "grpo",
+        "How token losses are averaged, for both players: grpo (mean over each sequence's tokens, then over "
+        "sequences), dapo (mean over every completion token of the batch), dr_grpo (each sequence's token sum / its "
+        "token budget, max_new_tokens of the stage or test_max_new_tokens, then mean over sequences).",
+    )
+    scale_rewards: str = _f(
+        "group",
+        "What reward - group mean is divided by, for both players: group (the group's std), batch (the std of the "
+        "whole batch's rewards, every process's) or none (Dr. GRPO). Zero-spread groups are skipped in every mode.",
+    )
     policy_epochs: int = _f(1, "Gradient passes over each rollout batch (>1 makes the clip active).")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
     micro_batch_size: int = _f(32, "Sequences per forward/backward pass in updates (gradient accumulation).")
@@ -244,6 +265,14 @@ class TrainingConfig:
             raise UserError(f"invalid_test_penalty must be non-negative, got {self.invalid_test_penalty}")
         if self.temperature <= 0:
             raise UserError(f"temperature must be positive for rollouts, got {self.temperature}")
+        if self.epsilon_high < 0:
+            raise UserError(f"epsilon_high must be 0 (same as clip_range) or positive, got {self.epsilon_high}")
+        if self.importance_sampling_level not in ("token", "sequence"):
+            raise UserError(f"importance_sampling_level must be token or sequence, got {self.importance_sampling_level!r}")
+        if self.loss_type not in ("grpo", "dapo", "dr_grpo"):
+            raise UserError(f"loss_type must be grpo, dapo or dr_grpo, got {self.loss_type!r}")
+        if self.scale_rewards not in ("group", "batch", "none"):
+            raise UserError(f"scale_rewards must be group, batch or none, got {self.scale_rewards!r}")
 
     def generator_lr_at(self, stage_id: int) -> float:
         """The generator's learning rate at stage `stage_id`."""
