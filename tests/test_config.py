@@ -135,7 +135,7 @@ def test_generator_lr_takes_one_number_or_one_per_stage():
 def test_renamed_keys_still_load_with_one_warning_line(caplog):
     import logging
 
-    with caplog.at_level(logging.WARNING, logger="training.config"):
+    with caplog.at_level(logging.WARNING, logger="training.config_parsing"):
         config = TrainingConfig.from_dict(
             {"num_generated_tests": 3, "warmup": {"discriminator_steps": 7}, "best_metric": "pass_rate"},
             source="old/generator.pt",

@@ -17,7 +17,8 @@ import os
 
 from training import checkpoint as ckpt
 from training.build import resolve_device
-from training.config import RENAMED_KEYS, TrainingConfig
+from training.config import TrainingConfig
+from training.config_parsing import RENAMED_KEYS
 from training.errors import UserError
 
 log = logging.getLogger(__name__)
