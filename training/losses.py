@@ -110,25 +110,12 @@ def per_token_policy_loss(
     return per_token_loss, per_token_kl, is_clipped
 
 
-def clipped_policy_loss(
-    per_token_logps: torch.Tensor,
-    advantages: torch.Tensor,
-    completion_mask: torch.Tensor,
-    old_per_token_logps: torch.Tensor | None = None,
-    ref_per_token_logps: torch.Tensor | None = None,
-    clip_range: float = 0.2,
-    beta: float = 0.0,
-    epsilon_high: float | None = None,
-    importance_sampling_level: str = "token",
-):
-    """`per_token_policy_loss` averaged over each sequence's completion tokens (GRPO's reduction).
+def clipped_policy_loss(per_token_logps: torch.Tensor, advantages: torch.Tensor, completion_mask: torch.Tensor, *args, **kwargs):
+    """`per_token_policy_loss` (same arguments) averaged over each sequence's completion tokens (GRPO's reduction).
 
     Returns (per-sequence loss (n,), per-sequence mean KL (n,) or None).
     """
-    per_token_loss, per_token_kl, _ = per_token_policy_loss(
-        per_token_logps, advantages, completion_mask, old_per_token_logps, ref_per_token_logps,
-        clip_range=clip_range, beta=beta, epsilon_high=epsilon_high, importance_sampling_level=importance_sampling_level,
-    )
+    per_token_loss, per_token_kl, _ = per_token_policy_loss(per_token_logps, advantages, completion_mask, *args, **kwargs)
     kl = masked_mean_per_seq(per_token_kl.detach(), completion_mask) if per_token_kl is not None else None
     return masked_mean_per_seq(per_token_loss, completion_mask), kl
 
