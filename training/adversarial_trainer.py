@@ -232,7 +232,8 @@ class AdversarialTrainer:
         """Clipped policy gradient over completion tokens, KL to the frozen reference."""
         config = self.config
         return policy_update(
-            self.generator, self.generator_optimizer, trainable_parameters([self.generator.model]), batch.rollout, advantages, valid, self.dist,
+            self.generator, self.generator_optimizer, trainable_parameters([self.generator.model]),
+            batch.rollout, advantages, valid, self.dist,
             temperature=config.temperature, micro_batch_size=config.micro_batch_size, clip_range=config.clip_range,
             max_grad_norm=config.max_grad_norm, epochs=config.policy_epochs,
             reference_model=self.reference_model, beta=config.kl_beta,
@@ -257,10 +258,12 @@ class AdversarialTrainer:
             items.append((problem.prompt, batch.prefixes[b], k, problem.gold_stages[k - 1]))
             items.append((problem.prompt, batch.prefixes[b], k, fake))
             labels += [1.0, 0.0]
-        return scoring_head_step(self.discriminator, self.discriminator_optimizer, items, labels, self.dist, self.config.max_grad_norm)
+        return scoring_head_step(
+            self.discriminator, self.discriminator_optimizer, items, labels, self.dist, self.config.max_grad_norm
+        )
 
     def _update_test_writer(self, batch: StageBatch) -> dict:
-        """The generator's policy-gradient update on the test samples, rewarded by CURE (training/rewards.py)."""
+        """The same policy-gradient update as the generator's, on the test samples, rewarded by CURE (rewards.py)."""
         config, tb = self.config, batch.test_batch
         sample_rewards = test_writer_rewards(
             tb, batch.completions, batch.reference_results, batch.group_size,
@@ -269,15 +272,16 @@ class AdversarialTrainer:
         advantages, valid, _ = self.compute_advantages(
             sample_rewards, tb.samples_per_problem, scale_rewards=config.scale_rewards, dist=self.dist
         )
+        params = trainable_parameters(discriminator_modules(self.discriminator))
         stats = policy_update(
-            self.discriminator, self.discriminator_optimizer, trainable_parameters(discriminator_modules(self.discriminator)), tb.rollout, advantages, valid, self.dist,
+            self.discriminator, self.discriminator_optimizer, params, tb.rollout, advantages, valid, self.dist,
             temperature=config.test_temperature, micro_batch_size=config.micro_batch_size,
             clip_range=config.clip_range, max_grad_norm=config.max_grad_norm,
             loss_type=config.loss_type, max_completion_length=config.test_max_new_tokens,
             epsilon_high=config.epsilon_high, importance_sampling_level=config.importance_sampling_level,
         )
         return {"test_writer_reward": sum(sample_rewards) / len(sample_rewards),
-                "test_writer_policy_loss": stats["policy_loss"], "test_writer_grad_norm": stats["grad_norm"]}
+                **{f"test_writer_{k}": stats[k] for k in ("policy_loss", "grad_norm", "clip_fraction")}}
 
     # ================================================================= evaluation
     def evaluate(self, problems: list) -> dict:
