@@ -32,7 +32,7 @@ from training.config import TrainingConfig
 from training.distributed import Distributed
 from training.errors import UserError
 from training.losses import compute_advantages, discriminator_modules, policy_update, scoring_head_step, trainable_parameters
-from training.metrics import MetricsLog, mean_rows, stage_metrics
+from training.metrics import MetricsLog, best_metric, mean_rows, stage_metrics, stage_summary
 from training.rewards import REWARDS, RewardBatch, combine, test_writer_rewards
 from training.rollout import Rollouts, StageBatch
 from training.sampling import ProblemSampler
@@ -48,21 +48,8 @@ class AdversarialTrainer:
         self.config = config
         self.device = generator.device
         self.rng = random.Random(config.seed)
-        if self.dist.enabled:
-            # same weights everywhere (the scoring head is initialised from each rank's RNG),
-            # then different samples on each rank
-            self.dist.broadcast_parameters(generator.model)
-            for module in discriminator_modules(discriminator):
-                self.dist.broadcast_parameters(module)
-            # FSDP launches shard the LMs here, before the optimizers take their parameters
-            self.dist.prepare_model(generator.model)
-            self.dist.prepare_model(discriminator.model)
-            torch.manual_seed(config.seed + 1000 * self.dist.rank)
-            if config.problems_per_batch < self.dist.world_size:
-                raise UserError(
-                    f"problems_per_batch={config.problems_per_batch} is smaller than the {self.dist.world_size} processes; "
-                    "give every process at least one problem"
-                )
+        if self.dist.enabled:  # before the optimizers take the (possibly sharded) parameters
+            self.dist.prepare_players(generator.model, discriminator_modules(discriminator), config.seed, config.problems_per_batch)
         self.generator_optimizer = torch.optim.AdamW(
             trainable_parameters([generator.model]), lr=config.generator_lr_at(1), weight_decay=0.0
         )
@@ -148,11 +135,11 @@ class AdversarialTrainer:
         metrics = stage_metrics(stage_id, history, time.time() - stage_start, time.time() - self.start_time)
         if eval_problems:
             metrics["eval"] = self.evaluate(eval_problems)
-        self.log.message(f"stage {stage_id}: " + _summary(metrics))
+        self.log.message(f"stage {stage_id}: " + stage_summary(metrics))
         self.completed_stage = stage_id
         stage_dir = os.path.join(config.checkpoint_dir, f"stage_{stage_id}")
         self.save_checkpoint(stage_dir, stage_id, metrics)
-        score = _best_metric(metrics, config.best_metric)
+        score = best_metric(metrics, config.best_metric)
         if score > self.best_reward:
             self.best_reward = score
             if self.dist.is_main:
@@ -347,26 +334,6 @@ class AdversarialTrainer:
             # a whole local copy on every rank: the reference then needs no collectives
             state = self.dist.full(self.generator.model.state_dict(), everywhere=True)
         return self.generator.make_reference_model(offload=self.config.offload_reference, state_dict=state)
-
-
-def _best_metric(metrics: dict, name: str) -> float:
-    """What best/ maximises. avg_reward mixes scales across stages (scoring-head probabilities at 1-4,
-    execution at the code stage); eval_pass_at_1 compares held-out pass@1 instead."""
-    if name != "eval_pass_at_1":
-        return metrics["generator"][name]
-    if "eval" not in metrics:
-        raise UserError("best_metric=eval_pass_at_1 needs held-out problems: pass eval_problems to train/train_stage")
-    return metrics["eval"]["pass_at_1"]
-
-
-def _summary(metrics: dict) -> str:
-    generator = metrics["generator"]
-    text = f"avg reward {generator['avg_reward']:.3f}"
-    if generator.get("train_pass_rate") is not None:
-        text += f", train pass rate {generator['train_pass_rate']:.3f}"
-    if "eval" in metrics:
-        text += f", held-out pass@1 {metrics['eval']['pass_at_1']:.3f}"
-    return text
 
 
 def _check_problems(problems: list) -> None:

@@ -88,6 +88,25 @@ class Distributed:
         """This rank's share of a global batch (round-robin, so shares differ by at most one)."""
         return items[self.rank :: self.world_size] if self.enabled else items
 
+    def prepare_players(self, generator_model, discriminator_modules: list, seed: int, problems_per_batch: int) -> None:
+        """Same weights on every rank, FSDP shards where launched so, then each rank its own samples.
+
+        `discriminator_modules` is the discriminator's LM, then its scoring head,
+        which is initialised from each rank's RNG and so is broadcast too. Every
+        rank needs at least one problem of each batch.
+        """
+        if problems_per_batch < self.world_size:
+            raise UserError(
+                f"problems_per_batch={problems_per_batch} is smaller than the {self.world_size} processes; "
+                "give every process at least one problem"
+            )
+        self.broadcast_parameters(generator_model)
+        for module in discriminator_modules:
+            self.broadcast_parameters(module)
+        self.prepare_model(generator_model)
+        self.prepare_model(discriminator_modules[0])
+        torch.manual_seed(seed + 1000 * self.rank)
+
     def broadcast_parameters(self, module: torch.nn.Module) -> None:
         """Make every rank hold rank 0's weights."""
         if not self.enabled:

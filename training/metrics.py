@@ -15,6 +15,8 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from training.errors import UserError
+
 PLOTTED = (
     ("reward", "generator reward"),
     ("train_pass_rate", "code-stage rollout pass rate"),
@@ -147,3 +149,23 @@ def mean_rows(rows: list) -> dict:
             values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
             out[key] = max(values) if key.endswith("peak_memory_gb") else sum(values) / len(values)
     return out
+
+
+def best_metric(metrics: dict, name: str) -> float:
+    """What best/ maximises. avg_reward mixes scales across stages (scoring-head probabilities at 1-4,
+    execution at the code stage); eval_pass_at_1 compares held-out pass@1 instead."""
+    if name != "eval_pass_at_1":
+        return metrics["generator"][name]
+    if "eval" not in metrics:
+        raise UserError("best_metric=eval_pass_at_1 needs held-out problems: pass eval_problems to train/train_stage")
+    return metrics["eval"]["pass_at_1"]
+
+
+def stage_summary(metrics: dict) -> str:
+    generator = metrics["generator"]
+    text = f"avg reward {generator['avg_reward']:.3f}"
+    if generator.get("train_pass_rate") is not None:
+        text += f", train pass rate {generator['train_pass_rate']:.3f}"
+    if "eval" in metrics:
+        text += f", held-out pass@1 {metrics['eval']['pass_at_1']:.3f}"
+    return text
