@@ -221,12 +221,16 @@ class AdversarialTrainer:
         return policy_update(
             self.generator, self.generator_optimizer, trainable_parameters([self.generator.model]),
             batch.rollout, advantages, valid, self.dist,
-            temperature=config.temperature, micro_batch_size=config.micro_batch_size, clip_range=config.clip_range,
-            max_grad_norm=config.max_grad_norm, epochs=config.policy_epochs,
-            reference_model=self.reference_model, beta=config.kl_beta,
-            loss_type=config.loss_type, max_completion_length=config.max_new_tokens[batch.stage_id - 1],
-            epsilon_high=config.epsilon_high, importance_sampling_level=config.importance_sampling_level,
+            temperature=config.temperature, max_completion_length=config.max_new_tokens[batch.stage_id - 1],
+            epochs=config.policy_epochs, reference_model=self.reference_model, beta=config.kl_beta,
+            **self._policy_loss_settings(),
         )
+
+    def _policy_loss_settings(self) -> dict:
+        """The policy-gradient loss settings that both players' updates share."""
+        c = self.config
+        return dict(micro_batch_size=c.micro_batch_size, clip_range=c.clip_range, max_grad_norm=c.max_grad_norm,
+                    loss_type=c.loss_type, epsilon_high=c.epsilon_high, importance_sampling_level=c.importance_sampling_level)
 
     def update_discriminator(self, batch: StageBatch) -> dict:
         """The scoring head on reference vs generated stage texts; the test writer at the code stage."""
@@ -262,10 +266,8 @@ class AdversarialTrainer:
         params = trainable_parameters(discriminator_modules(self.discriminator))
         stats = policy_update(
             self.discriminator, self.discriminator_optimizer, params, tb.rollout, advantages, valid, self.dist,
-            temperature=config.test_temperature, micro_batch_size=config.micro_batch_size,
-            clip_range=config.clip_range, max_grad_norm=config.max_grad_norm,
-            loss_type=config.loss_type, max_completion_length=config.test_max_new_tokens,
-            epsilon_high=config.epsilon_high, importance_sampling_level=config.importance_sampling_level,
+            temperature=config.test_temperature, max_completion_length=config.test_max_new_tokens,
+            **self._policy_loss_settings(),
         )
         return {"test_writer_reward": sum(sample_rewards) / len(sample_rewards),
                 **{f"test_writer_{k}": stats[k] for k in ("policy_loss", "grad_norm", "clip_fraction")}}
