@@ -55,6 +55,39 @@ class Rollout:
     def __len__(self) -> int:
         return len(self.texts)
 
+    @classmethod
+    def cat(cls, rollouts: list) -> "Rollout":
+        """The rows of several rollouts of the same G, in order; prompts stay left-padded, completions right-padded.
+
+        New padding is token 0 under a 0 mask: every vocabulary has it, and no
+        computation reads a masked position.
+        """
+        if len(rollouts) == 1:
+            return rollouts[0]
+        if len({r.num_samples for r in rollouts}) != 1:
+            raise ValueError(f"rollouts to join need one num_samples, got {[r.num_samples for r in rollouts]}")
+        P = max(r.prompt_ids.size(1) for r in rollouts)
+        C = max(r.completion_ids.size(1) for r in rollouts)
+
+        def padded(tensors: list, width: int, left: bool) -> Tensor:
+            out = []
+            for t in tensors:
+                pad = (width - t.size(1), 0) if left else (0, width - t.size(1))
+                out.append(torch.nn.functional.pad(t, pad, value=0))
+            return torch.cat(out)
+
+        finished = [r.finished for r in rollouts]
+        return cls(
+            prompt_ids=padded([r.prompt_ids for r in rollouts], P, left=True),
+            prompt_mask=padded([r.prompt_mask for r in rollouts], P, left=True),
+            completion_ids=padded([r.completion_ids for r in rollouts], C, left=False),
+            completion_mask=padded([r.completion_mask for r in rollouts], C, left=False),
+            texts=[t for r in rollouts for t in r.texts],
+            prompts=[p for r in rollouts for p in r.prompts],
+            num_samples=rollouts[0].num_samples,
+            finished=torch.cat(finished) if all(f is not None for f in finished) else None,
+        )
+
 
 class ReferenceModel:
     """A frozen reference policy for the KL term, callable like the model.
@@ -388,33 +421,44 @@ class CausalLMWrapper:
         completion_mask: Tensor,
         model=None,
         temperature: float = 1.0,
-    ) -> Tensor:
+        with_entropy: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Log-probability of each completion token, (N, C); 0 where completion_mask is 0.
 
         One forward pass over prompt + completion; only the C positions that predict
         completion tokens go through the LM head. `model` defaults to `self.model`;
         pass a `make_reference_model()` result for the KL term. `temperature`
         divides the logits, matching samples drawn at that temperature.
+        `with_entropy` also returns each position's entropy of that
+        distribution, (N, C) without gradient, 0 where the mask is 0.
         """
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (N, P + C)
         attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (N, P + C)
-        per_token_logps = self._token_logps(model, input_ids, attention_mask, completion_ids, temperature)  # (N, C)
-        return per_token_logps.masked_fill(completion_mask == 0, 0.0)
+        per_token_logps, entropy = self._token_logps(model, input_ids, attention_mask, completion_ids, temperature, with_entropy)
+        per_token_logps = per_token_logps.masked_fill(completion_mask == 0, 0.0)
+        if not with_entropy:
+            return per_token_logps
+        return per_token_logps, entropy.masked_fill(completion_mask == 0, 0.0)
 
-    def _token_logps(self, model, input_ids: Tensor, attention_mask: Tensor, targets: Tensor, temperature: float = 1.0) -> Tensor:
-        """Log-probs (N, C) of `targets`, the last C columns of `input_ids`, in one forward pass."""
+    def _token_logps(self, model, input_ids: Tensor, attention_mask: Tensor, targets: Tensor, temperature: float = 1.0,
+                     with_entropy: bool = False):
+        """(log-probs (N, C) of `targets`, the last C columns of `input_ids`; entropies (N, C) or None), one forward pass."""
         model = self.model if model is None else model
         C = targets.size(1)
         logits = self._forward(model, input_ids, attention_mask, logits_to_keep=C + 1).logits
         logits = logits[:, -(C + 1):-1]  # (N, C, V): position t predicts target t
         # Row by row in float32: a (C, V) float32 slice at a time instead of (N, C, V).
-        per_token_logps = []
+        per_token_logps, entropies = [], []
         for row_logits, row_ids in zip(logits, targets):
             row_logits = row_logits.float()
             if temperature != 1.0:
                 row_logits = row_logits / temperature
-            per_token_logps.append(row_logits.log_softmax(dim=-1).gather(-1, row_ids.unsqueeze(-1)).squeeze(-1))  # (C,)
-        return torch.stack(per_token_logps)  # (N, C)
+            row_logps = row_logits.log_softmax(dim=-1)  # (C, V)
+            per_token_logps.append(row_logps.gather(-1, row_ids.unsqueeze(-1)).squeeze(-1))  # (C,)
+            if with_entropy:
+                with torch.no_grad():
+                    entropies.append(-(row_logps.exp() * row_logps).sum(dim=-1))  # (C,)
+        return torch.stack(per_token_logps), torch.stack(entropies) if with_entropy else None
 
     def _completion_tokens(self, completions: list[str]) -> list[list[int]]:
         """Token ids of each completion followed by EOS, tokenized apart from its prompt as sampling makes them."""
@@ -458,7 +502,7 @@ class CausalLMWrapper:
         # completion, not longest prompt + longest completion as in sample()'s layout.
         # Every completion then sits in the last C columns (behind prompt tokens where shorter).
         input_ids, attention_mask = self._left_pad(rows)  # (B, L)
-        per_token_logps = self._token_logps(self.model, input_ids, attention_mask, input_ids[:, -C:])  # (B, C)
+        per_token_logps, _ = self._token_logps(self.model, input_ids, attention_mask, input_ids[:, -C:])  # (B, C)
         return -(per_token_logps * loss_mask).sum() / loss_mask.sum()
 
     # ------------------------------------------------------------------ reference model

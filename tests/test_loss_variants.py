@@ -28,8 +28,10 @@ class _Player:
         self.model.weights = self.weights
         self.device = torch.device("cpu")
 
-    def per_token_logps(self, prompt_ids, prompt_mask, completion_ids, completion_mask, model=None, temperature=1.0):
-        return self.weights[completion_ids[:, 0]] * completion_mask
+    def per_token_logps(self, prompt_ids, prompt_mask, completion_ids, completion_mask, model=None, temperature=1.0,
+                        with_entropy=False):
+        logps = self.weights[completion_ids[:, 0]] * completion_mask
+        return (logps, torch.ones_like(logps) * completion_mask) if with_entropy else logps
 
 
 class _OneProcess:
@@ -90,7 +92,7 @@ def _norm(loss_type, mask, keep, dist):
 def test_each_loss_type_by_hand(loss_type):
     player = _Player(_LOGPS)
     keep = [0, 1]
-    loss, kl, clipped, tokens = policy_gradient_backward(
+    loss, kl, clipped, _entropy, tokens = policy_gradient_backward(
         player, _rollout(_MASK), _ADVANTAGES, keep, _norm(loss_type, _MASK, keep, _OneProcess()),
         temperature=1.0, micro_batch_size=2, old_logps=[_OLD], loss_type=loss_type, max_completion_length=4,
     )

@@ -49,8 +49,10 @@ class _Player:
         self.weights = torch.nn.Parameter(logps.detach().clone())
         self.device = torch.device("cpu")
 
-    def per_token_logps(self, prompt_ids, prompt_mask, completion_ids, completion_mask, model=None, temperature=1.0):
-        return self.weights[completion_ids[:, 0]] * completion_mask
+    def per_token_logps(self, prompt_ids, prompt_mask, completion_ids, completion_mask, model=None, temperature=1.0,
+                        with_entropy=False):
+        logps = self.weights[completion_ids[:, 0]] * completion_mask
+        return (logps, torch.ones_like(logps) * completion_mask) if with_entropy else logps
 
 
 def test_the_gradient_does_not_depend_on_the_micro_batch_size():

@@ -31,11 +31,13 @@ from training.build import spread
 from training.config import TrainingConfig
 from training.distributed import Distributed
 from training.errors import UserError
-from training.losses import compute_advantages, discriminator_modules, policy_update, scoring_head_step, trainable_parameters
+from training.losses import (
+    compute_advantages, discriminator_modules, group_spread, policy_update, scoring_head_step, trainable_parameters,
+)
 from training.metrics import MetricsLog, best_metric, mean_rows, stage_metrics, stage_summary
 from training.rewards import REWARDS, RewardBatch, combine, test_writer_rewards
 from training.rollout import Rollouts, StageBatch
-from training.sampling import ProblemSampler
+from training.sampling import ProblemSampler, cap_groups
 from training.warmup import Warmup
 
 
@@ -106,18 +108,18 @@ class AdversarialTrainer:
         bar = self.log.progress_bar(iterations, f"stage {stage_id}")
         for iteration in range(iterations):
             t0 = time.time()
-            batch_problems = self.dist.shard(sampler.batch(iteration, self.global_step))
+            drawn = sampler.batch(iteration, self.global_step)  # the global batch; each rank rolls out its share
             row, timings = {"stage": stage_id, "iteration": iteration}, {}
             for _ in range(config.generator_steps):
-                batch = _timed(timings, "rollout", self.rollout, stage_id, batch_problems)
-                _timed(timings, "score", self.score, batch)
+                batch, rollouts = self.rollout_until_full(stage_id, drawn, timings)
                 advantages, valid, frac_zero = self.compute_advantages(
                     batch.rewards, batch.group_size, scale_rewards=config.scale_rewards, dist=self.dist
                 )
                 sampler.note_spread(batch.problems, batch.group_size, valid)
+                valid = cap_groups(valid, batch.group_size, config.problems_per_batch, self.dist)
                 stats = _timed(timings, "update_generator", self.update_generator, batch, advantages, valid)
                 self.global_step += 1
-            row.update(batch.stats(), frac_reward_zero_std=frac_zero, **stats)
+            row.update(batch.stats(), frac_reward_zero_std=frac_zero, rollout_batches=rollouts, **stats)
             if config.use_discriminator:
                 for _ in range(config.discriminator_steps):
                     row.update(_timed(timings, "update_discriminator", self.update_discriminator, batch))
@@ -172,6 +174,38 @@ class AdversarialTrainer:
     def rollout(self, stage_id: int, problems: list) -> StageBatch:
         """G candidates of stage k per problem, each after the generator's own greedy prefix."""
         return self.rollouts.sample(stage_id, problems)
+
+    def rollout_until_full(self, stage_id: int, drawn: list, timings: dict | None = None) -> tuple[StageBatch, int]:
+        """The scored rollout of the global batch `drawn` and, under dynamic_sampling, of more problems.
+
+        Extra draws (ProblemSampler.extra_batch) go on until each player has
+        problems_per_batch groups with reward spread over every rank (the
+        generator's candidates; the test writer's samples at the code stage),
+        or max_rollout_batches rollouts were taken. Returns every group
+        rolled out, in order, and the number of rollouts.
+        """
+        config, timings = self.config, {} if timings is None else timings
+        batches, seen, problems = [], {p.id for p in drawn}, drawn
+        while True:
+            batch = _timed(timings, "rollout", self.rollout, stage_id, self.dist.shard(problems))
+            _timed(timings, "score", self.score, batch)
+            batches.append(batch)
+            if not config.dynamic_sampling or len(batches) >= config.max_rollout_batches:
+                break
+            found = [self.dist.sum(n) for n in self._spread_groups(batches)]
+            if min(found) >= config.problems_per_batch:
+                break
+            problems = self.sampler.extra_batch(self.global_step, len(batches), seen)
+            seen.update(p.id for p in problems)
+        return StageBatch.cat(batches), len(batches)
+
+    def _spread_groups(self, batches: list) -> list:
+        """This rank's groups with reward spread in `batches`: the generator's, then the test writer's where it writes."""
+        counts = [sum(int(group_spread(b.rewards, b.group_size).sum()) for b in batches)]
+        if self.config.use_discriminator and all(b.test_batch is not None for b in batches):
+            counts.append(sum(int(group_spread(self._test_writer_rewards(b), b.test_batch.samples_per_problem).sum())
+                              for b in batches))
+        return counts
 
     def generate_chains(self, problems: list, upto: int = NUM_STAGES, start: list | None = None) -> list:
         return self.rollouts.generate_chains(problems, upto=upto, start=start)
@@ -253,24 +287,30 @@ class AdversarialTrainer:
             self.discriminator, self.discriminator_optimizer, items, labels, self.dist, self.config.max_grad_norm
         )
 
+    def _test_writer_rewards(self, batch: StageBatch) -> list:
+        """Each test sample's CURE reward (rewards.py) from the candidates' results on its tests."""
+        config = self.config
+        return test_writer_rewards(
+            batch.test_batch, batch.completions, batch.reference_results, batch.group_size,
+            config.invalid_test_penalty, config.test_writer_reward,
+        )
+
     def _update_test_writer(self, batch: StageBatch) -> dict:
         """The same policy-gradient update as the generator's, on the test samples, rewarded by CURE (rewards.py)."""
         config, tb = self.config, batch.test_batch
-        sample_rewards = test_writer_rewards(
-            tb, batch.completions, batch.reference_results, batch.group_size,
-            config.invalid_test_penalty, config.test_writer_reward,
-        )
-        advantages, valid, _ = self.compute_advantages(
+        sample_rewards = self._test_writer_rewards(batch)
+        advantages, valid, frac_zero = self.compute_advantages(
             sample_rewards, tb.samples_per_problem, scale_rewards=config.scale_rewards, dist=self.dist
         )
+        valid = cap_groups(valid, tb.samples_per_problem, config.problems_per_batch, self.dist)
         params = trainable_parameters(discriminator_modules(self.discriminator))
         stats = policy_update(
             self.discriminator, self.discriminator_optimizer, params, tb.rollout, advantages, valid, self.dist,
             temperature=config.test_temperature, max_completion_length=config.test_max_new_tokens,
             **self._policy_loss_settings(),
         )
-        return {"test_writer_reward": sum(sample_rewards) / len(sample_rewards),
-                **{f"test_writer_{k}": stats[k] for k in ("policy_loss", "grad_norm", "clip_fraction")}}
+        return {"test_writer_reward": sum(sample_rewards) / len(sample_rewards), "test_writer_frac_reward_zero_std": frac_zero,
+                **{f"test_writer_{k}": stats[k] for k in ("policy_loss", "grad_norm", "clip_fraction", "entropy")}}
 
     # ================================================================= evaluation
     def evaluate(self, problems: list) -> dict:

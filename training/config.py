@@ -133,6 +133,14 @@ class TrainingConfig:
         "How iterations pick problems: uniform (shuffled passes over the set) or informative "
         "(families weighted by how often their groups had reward spread, so fewer groups are skipped).",
     )
+    dynamic_sampling: bool = _f(
+        False,
+        "DAPO's dynamic sampling: after the iteration's rollout, roll out more problems and keep groups with reward "
+        "spread until each player's batch holds problems_per_batch of them, or max_rollout_batches rollouts were taken.",
+    )
+    max_rollout_batches: int = _f(
+        3, "Most rollouts of problems_per_batch problems per update under dynamic_sampling (the iteration's own counts).",
+    )
     group_size: int = _f(8, "Samples per problem (G) for group-relative advantages.")
     max_new_tokens: list = _f([80, 96, 96, 80, 128], "Token budget per stage output, stages 1..5.")
     temperature: float = _f(1.0, "Sampling temperature of rollouts.")
@@ -236,7 +244,7 @@ class TrainingConfig:
                 raise UserError(f"generator_lr as a list must hold 5 non-negative numbers (stages 1..5), got {lr!r}")
         elif lr < 0:
             raise UserError(f"generator_lr must be non-negative, got {lr}")
-        for name in ("problems_per_batch", "policy_epochs", "generator_steps"):
+        for name in ("problems_per_batch", "policy_epochs", "generator_steps", "max_rollout_batches"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.group_size < 2:

@@ -1,6 +1,7 @@
 """Losses of both players, and the optimizer step that applies them.
 
     compute_advantages      group-relative advantages, zero-spread groups masked
+    group_spread            which groups have reward spread
     per_token_policy_loss   the clipped policy-gradient loss (+ k3 KL), per token
     clipped_policy_loss     that loss averaged over each sequence's tokens
     policy_gradient_backward  that loss over micro-batches of a rollout, reduced by loss_type
@@ -36,7 +37,7 @@ def compute_advantages(rewards: list, group_size: int, eps: float = 1e-4, scale_
     r = torch.tensor(rewards, dtype=torch.float32).view(-1, group_size)  # (B, G)
     mean = r.mean(dim=1, keepdim=True)
     std = r.std(dim=1, keepdim=True, unbiased=False)
-    zero = std.squeeze(1) < 1e-6  # (B,)
+    zero = ~group_spread(rewards, group_size)  # (B,)
     if scale_rewards == "group":
         advantages = ((r - mean) / (std + eps)).view(-1)  # (N,)
     elif scale_rewards == "batch":
@@ -48,6 +49,12 @@ def compute_advantages(rewards: list, group_size: int, eps: float = 1e-4, scale_
     valid = (~zero).repeat_interleave(group_size)  # (N,)
     advantages = torch.where(valid, advantages, torch.zeros_like(advantages))
     return advantages, valid, zero.float().mean().item()
+
+
+def group_spread(rewards: list, group_size: int) -> torch.Tensor:
+    """(B,) bool: which groups' rewards are not all equal (the groups an update can learn from)."""
+    r = torch.tensor(rewards, dtype=torch.float32).view(-1, group_size)
+    return r.std(dim=1, unbiased=False) >= 1e-6
 
 
 def batch_std(rewards: torch.Tensor, dist=None) -> float:
@@ -167,12 +174,12 @@ def micro_batches(keep: list, size: int) -> list:
     return [torch.tensor(keep[i : i + size]) for i in range(0, len(keep), size)]
 
 
-def rollout_logps(player, rollout, idx: torch.Tensor, device, temperature: float, model=None) -> torch.Tensor:
-    """Per-token log-probs (n, C) of rows `idx` of a rollout under `model` (default: the player's)."""
+def rollout_logps(player, rollout, idx: torch.Tensor, device, temperature: float, model=None, with_entropy: bool = False):
+    """Per-token log-probs (n, C) of rows `idx` of a rollout under `model` (default: the player's); and entropies."""
     return player.per_token_logps(
         rollout.prompt_ids[idx].to(device), rollout.prompt_mask[idx].to(device),
         rollout.completion_ids[idx].to(device), rollout.completion_mask[idx].to(device),
-        model=model, temperature=temperature,
+        model=model, temperature=temperature, with_entropy=with_entropy,
     )
 
 
@@ -190,13 +197,14 @@ def policy_gradient_backward(
     and dr_grpo, tokens for dapo) whatever the micro-batch size.
     `old_logps` / `ref_logps` are per-micro-batch lists as
     `micro_batches(keep, micro_batch_size)` cuts them. Returns (loss, sum of
-    per-sequence KL, clipped completion tokens, completion tokens).
+    per-sequence KL, clipped completion tokens, sum of token entropies,
+    completion tokens).
     """
     device = player.device
-    loss_sum = kl_sum = clipped_sum = token_sum = 0.0
+    loss_sum = kl_sum = clipped_sum = entropy_sum = token_sum = 0.0
     for c, idx in enumerate(micro_batches(keep, micro_batch_size)):
         completion_mask = rollout.completion_mask[idx].to(device).float()  # (n, C)
-        per_token_logps = rollout_logps(player, rollout, idx, device, temperature)  # (n, C)
+        per_token_logps, entropy = rollout_logps(player, rollout, idx, device, temperature, with_entropy=True)  # (n, C)
         per_token_loss, per_token_kl, is_clipped = per_token_policy_loss(
             per_token_logps, advantages[idx].to(device), completion_mask,
             old_per_token_logps=old_logps[c] if old_logps is not None else None,
@@ -210,8 +218,9 @@ def policy_gradient_backward(
         if per_token_kl is not None:
             kl_sum += masked_mean_per_seq(per_token_kl.detach(), completion_mask).sum().item()
         clipped_sum += (is_clipped.float() * completion_mask).sum().item()
+        entropy_sum += (entropy * completion_mask).sum().item()
         token_sum += completion_mask.sum().item()
-    return loss_sum, kl_sum, clipped_sum, token_sum
+    return loss_sum, kl_sum, clipped_sum, entropy_sum, token_sum
 
 
 def policy_update(
@@ -229,14 +238,16 @@ def policy_update(
     `loss_type` picks the reduction (`summed_loss`); dr_grpo divides by
     `max_completion_length`, the rollout's token budget, which every rank
     shares (the rollout's own width stops at its longest completion).
-    Returns kl (mean per sequence), policy_loss, grad_norm and clip_fraction
-    (share of completion tokens whose gradient the clip cut off).
+    Returns kl (mean per sequence), policy_loss, grad_norm, clip_fraction
+    (share of completion tokens whose gradient the clip cut off) and entropy
+    (mean over the completion tokens, of the sampling distribution, on the
+    rows the update learned from).
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
     if loss_type == "dr_grpo" and not max_completion_length:
         raise ValueError("loss_type dr_grpo needs max_completion_length, the rollout's token budget")
-    stats = {"kl": 0.0, "policy_loss": 0.0, "grad_norm": 0.0, "clip_fraction": 0.0}
+    stats = {"kl": 0.0, "policy_loss": 0.0, "grad_norm": 0.0, "clip_fraction": 0.0, "entropy": 0.0}
     keep, norm = kept_rows(valid, dist)
     if not norm:  # every group had zero spread: nothing to learn from
         return stats
@@ -254,11 +265,11 @@ def policy_update(
         old_logps = logps(model) if epochs > 1 else None
         ref_logps = logps(reference_model) if reference_model is not None else None
     model.train()
-    kl_sum = loss_sum = clipped_sum = token_sum = 0.0
+    kl_sum = loss_sum = clipped_sum = entropy_sum = token_sum = 0.0
     for _epoch in range(epochs):
         optimizer.zero_grad(set_to_none=True)
         with dist.gathered(model):  # FSDP: ranks run different numbers of micro-batches
-            loss, kl, clipped, tokens = policy_gradient_backward(
+            loss, kl, clipped, entropy, tokens = policy_gradient_backward(
                 player, rollout, advantages, keep, norm, temperature=temperature, micro_batch_size=micro_batch_size,
                 clip_range=clip_range, old_logps=old_logps, ref_logps=ref_logps, beta=beta,
                 loss_type=loss_type, max_completion_length=max_completion_length,
@@ -266,10 +277,10 @@ def policy_update(
             )
             dist.sync_gradients(model, params)
         loss_sum, kl_sum = loss_sum + loss, kl_sum + kl
-        clipped_sum, token_sum = clipped_sum + clipped, token_sum + tokens
+        clipped_sum, entropy_sum, token_sum = clipped_sum + clipped, entropy_sum + entropy, token_sum + tokens
         grad_norm = optimizer_step(optimizer, params, dist, max_grad_norm)
     return {"kl": kl_sum / max(len(keep), 1) / epochs, "policy_loss": loss_sum / epochs, "grad_norm": float(grad_norm),
-            "clip_fraction": clipped_sum / max(token_sum, 1.0)}
+            "clip_fraction": clipped_sum / max(token_sum, 1.0), "entropy": entropy_sum / max(token_sum, 1.0)}
 
 
 def optimizer_step(optimizer, params: list, dist, max_grad_norm: float) -> torch.Tensor:

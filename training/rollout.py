@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from models.base import Rollout
 from reasoning.stages import NUM_STAGES, build_prompt, build_test_prompt, extract_tests, get_stage
 from training.chains import generate_chains
 from training.rewards import pass_fraction
@@ -35,6 +36,18 @@ class TestBatch:
     sample_tests: list  # per sample: its tests
     passes_reference: list  # per problem: list[bool] per pooled test
     candidate_results: list = field(default_factory=list)  # per problem: G lists of bool per pooled test
+
+    @classmethod
+    def cat(cls, batches: list) -> "TestBatch":
+        """The problems of several test batches, in order."""
+        if len(batches) == 1:
+            return batches[0]
+        return cls(
+            rollout=Rollout.cat([b.rollout for b in batches]),
+            samples_per_problem=batches[0].samples_per_problem,
+            **{name: [x for b in batches for x in getattr(b, name)]
+               for name in ("tests", "sample_tests", "passes_reference", "candidate_results")},
+        )
 
     def valid_results(self) -> list:
         """Per candidate (problem-major), its results on the tests that the reference passes."""
@@ -64,6 +77,29 @@ class StageBatch:
     @property
     def is_code(self) -> bool:
         return get_stage(self.stage_id).is_code
+
+    @classmethod
+    def cat(cls, batches: list) -> "StageBatch":
+        """The groups of several scored rollouts of one stage, in order (dynamic sampling's extra draws)."""
+        if len(batches) == 1:
+            return batches[0]
+        first = batches[0]
+        names = [name for b in batches for name in b.terms]
+        terms = {name: [v for b in batches for v in b.terms.get(name, [None] * len(b.completions))]
+                 for name in dict.fromkeys(names)}
+        tests = [b.test_batch for b in batches]
+        return cls(
+            stage_id=first.stage_id,
+            problems=[p for b in batches for p in b.problems],
+            group_size=first.group_size,
+            prefixes=[x for b in batches for x in b.prefixes],
+            rollout=Rollout.cat([b.rollout for b in batches]),
+            completions=[c for b in batches for c in b.completions],
+            rewards=[r for b in batches for r in b.rewards],
+            terms=terms,
+            reference_results=[r for b in batches for r in b.reference_results],
+            test_batch=TestBatch.cat(tests) if all(t is not None for t in tests) else None,
+        )
 
     def per_completion(self, values: list) -> list:
         return [v for v in values for _ in range(self.group_size)]

@@ -49,17 +49,44 @@ class ProblemSampler:
             old = self.family_spread.get(family, 1.0)  # unseen families start optimistic
             self.family_spread[family] = SPREAD_DECAY * old + (1 - SPREAD_DECAY) * float(spread)
 
+    def extra_batch(self, global_step: int, draw: int, exclude: set) -> list:
+        """Dynamic sampling's `draw`-th further global batch of this step: problems whose ids are not in `exclude`.
+
+        Drawn as the method draws (uniform: every problem alike), without
+        replacement; when too few problems are left, the rest repeat.
+        """
+        rng = random.Random(f"{self.seed}-{global_step}-{draw}")
+        fresh = [p for p in self.problems if p.id not in exclude]
+        return self._weighted_draw(fresh or self.problems, self.batch_size, rng, by_spread=self.method == "informative")
+
     def informative_batch(self, size: int, global_step: int) -> list:
         """`size` distinct problems, families weighted by their spread rate (weighted sampling without replacement)."""
-        rng = random.Random(self.seed * 1000 + global_step)
+        return self._weighted_draw(self.problems, size, random.Random(self.seed * 1000 + global_step), by_spread=True)
+
+    def _weighted_draw(self, problems: list, size: int, rng: random.Random, by_spread: bool) -> list:
+        """`size` problems, distinct while they last; by_spread weights families by their spread rate."""
         counts: dict = {}
-        for p in self.problems:
+        for p in problems:
             counts[p.family or ""] = counts.get(p.family or "", 0) + 1
         keys = []
-        for i, p in enumerate(self.problems):
+        for i, p in enumerate(problems):
             family = p.family or ""
-            weight = max(self.family_spread.get(family, 1.0), SPREAD_FLOOR) / counts[family]
+            weight = max(self.family_spread.get(family, 1.0), SPREAD_FLOOR) / counts[family] if by_spread else 1.0
             keys.append((rng.random() ** (1.0 / weight), i))  # Efraimidis-Spirakis: top keys win
-        chosen = sorted(keys, reverse=True)[: min(size, len(self.problems))]
-        batch = [self.problems[i] for _, i in chosen]
+        chosen = sorted(keys, reverse=True)[: min(size, len(problems))]
+        batch = [problems[i] for _, i in chosen]
         return [batch[i % len(batch)] for i in range(size)]
+
+
+def cap_groups(valid: torch.Tensor, group_size: int, capacity: int, dist) -> torch.Tensor:
+    """`valid` with only the first `capacity` groups that have spread, counted over every rank in rank order.
+
+    Dynamic sampling trains on a batch of `capacity` informative groups; the
+    extra draws can find more, and those beyond it are left out.
+    """
+    groups = valid.view(-1, group_size)[:, 0]  # (B,)
+    mine = int(groups.sum())
+    before = sum(dist.gather(mine)[: dist.rank])
+    room = max(0, capacity - before)
+    keep = groups & (groups.long().cumsum(0) <= room)
+    return keep.repeat_interleave(group_size)
