@@ -24,6 +24,7 @@ BENCH_FILES = {
     "generation": "generation_bench.json",
     "rl_step": "rl_step_vs_trl.json",
     "rl_step_kl": "rl_step_vs_trl_kl.json",
+    "rl_step_dapo": "rl_step_vs_trl_dapo.json",
     "footprint": "checkpoint_footprint.json",
 }
 COMMANDS = {
@@ -31,6 +32,7 @@ COMMANDS = {
     "generation": "python bench/generation_bench.py --json OUT.json",
     "rl_step": "python bench/rl_step_vs_trl.py --json OUT.json",
     "rl_step_kl": "python bench/rl_step_vs_trl.py --beta 0.04 --json OUT.json",
+    "rl_step_dapo": "python bench/rl_step_vs_trl.py --loss-type dapo --json OUT.json",
     "footprint": "python bench/checkpoint_footprint.py --json OUT.json",
 }
 
@@ -193,7 +195,7 @@ def render_markdown(results: dict[str, dict], missing: dict[str, str] | None = N
             lines.append(f"- **{f['name']}** ({ratio}): {f['why']}")
         lines.append("")
 
-    for bench in ("rl_step", "rl_step_kl"):
+    for bench in ("rl_step", "rl_step_kl", "rl_step_dapo"):
         if bench in results:
             lines += _rl_section(results[bench])
     if "footprint" in results:
@@ -204,7 +206,8 @@ def render_markdown(results: dict[str, dict], missing: dict[str, str] | None = N
 def _rl_section(d: dict) -> list[str]:
     s = d["setup"]
     lines = [
-        f"## One generator RL step, beta {s['beta']:g}: this trainer vs TRL's GRPOTrainer",
+        f"## One generator RL step, beta {s['beta']:g}, loss_type {s.get('loss_type', 'grpo')}: "
+        "this trainer vs TRL's GRPOTrainer",
         "",
         f"Same tiny model ({s['model_params']:,} parameters), same {s['prompts']} stage-5 curriculum prompts "
         f"(gold stages 1–4 as prefix, {s['prompt_tokens_mean']:.0f} tokens on average), G = {s['group_size']}, "
@@ -237,6 +240,12 @@ def _rl_section(d: dict) -> list[str]:
         f"Mean pass fraction (before tie-break): ours {d['ours']['pass_fraction']:.3f}, TRL {d['trl']['pass_fraction']:.3f}.",
         "",
     ]
+    check = d.get("loss_check")
+    if check:
+        lines += [f"The loss on TRL's first batch, from the inputs of TRL's own loss (its per-token log-probs, "
+                  f"advantages and masks) through training/losses.py: ours {check['ours']:.6g}, TRL {check['trl']:.6g}; "
+                  f"their gradients with respect to the log-probs differ by {check['grad_rel_diff']:.1e} of the "
+                  "largest entry.", ""]
     if d.get("notes"):
         lines += [f"- {n}" for n in d["notes"]] + [""]
     return lines

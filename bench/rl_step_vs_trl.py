@@ -3,12 +3,14 @@
     pip install -r requirements-bench.txt             # trl 1.16 (does not move torch/transformers)
     python bench/rl_step_vs_trl.py                    # 4 prompts x G=4 x 64 tokens, 2 warm-up + 6 timed steps
     python bench/rl_step_vs_trl.py --json out.json --steps 8 --beta 0.04
+    python bench/rl_step_vs_trl.py --loss-type dapo  # TRL's default loss, on both sides
 
 Both sides train the same tiny model (resolve_model_path("tiny")) on the same
 stage-5 prompts (curriculum problems from load_curriculum("train"), gold stages
 1-4 as prefix, built with reasoning.stages.build_prompt), with the same group
 size, temperature, learning rate, clip range, beta (0 by default: no reference
-model on either side), one optimizer step per batch, and the same reward: the
+model on either side), loss_type (grpo, dapo or dr_grpo; the same reduction on
+both sides), one optimizer step per batch, and the same reward: the
 pass fraction of the extracted code on the problem's reference tests, run
 through this project's sandbox. Both are forced to generate exactly --new-tokens
 tokens per completion (min_new_tokens), so they do the same arithmetic.
@@ -27,6 +29,12 @@ TRL back-propagates zero advantages, and the comparison would say nothing about
 the update. A tie-break below --tiebreak (a hash of the extracted code) is added
 to every reward on both sides so that both run the full update; --tiebreak 0
 turns it off.
+
+On TRL's first (untimed) step the bench also computes our loss from the very
+inputs of TRL's loss (its per-token log-probs, advantages, masks and, with
+beta, reference log-probs) through training/losses.py, and records how far
+the two losses, and their gradients with respect to the per-token
+log-probs, differ: the two reductions must agree.
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ import torch  # noqa: E402
 
 from bench._common import environment, figure, write_json  # noqa: E402
 
+SPEED_BOUND = 1.5  # TRL's step time over ours
+LOSS_TOLERANCE = 1e-5  # the two losses (absolute) and their gradients (relative) on the same inputs
 PHASES = ("generation", "reward", "log-probs (no grad)", "forward (loss)", "backward", "optimizer")
 
 
@@ -120,6 +130,7 @@ def build_ours(args, problems, sandbox, timer, log_dir):
         device="cpu", dtype="float32", seed=args.seed, use_discriminator=False, kl_beta=args.beta,
         problems_per_batch=P, group_size=G, max_new_tokens=[T] * 5, temperature=1.0, top_p=1.0,
         generator_lr=args.lr, clip_range=0.2, policy_epochs=1, max_grad_norm=1.0, micro_batch_size=P * G,
+        loss_type=args.loss_type,
         checkpoint_dir=log_dir, plot=False, progress=False,
     )
     config.warmup.enabled = False
@@ -171,6 +182,27 @@ def build_prompt5(problem) -> str:
     return build_prompt(problem.prompt, list(problem.gold_stages), 5)
 
 
+loss_checks: list = []  # our loss on the inputs of TRL's first loss
+
+
+def our_loss(per_token_logps, inputs: dict, args) -> torch.Tensor:
+    """training/losses.py's loss on the inputs TRL's loss saw: the same per-token terms, reduced by loss_type."""
+    from training.distributed import Distributed
+    from training.losses import kept_rows, kept_tokens, per_token_policy_loss, summed_loss
+
+    mask = inputs["completion_mask"].float()
+    advantages = inputs["advantages"]
+    per_token_loss, _, _ = per_token_policy_loss(
+        per_token_logps, advantages, mask, clip_range=0.2, beta=args.beta,
+        ref_per_token_logps=inputs.get("ref_per_token_logps") if args.beta else None,
+    )
+    dist = Distributed()
+    keep, norm = kept_rows(torch.ones(len(advantages), dtype=torch.bool), dist)  # TRL keeps every row
+    if args.loss_type == "dapo":
+        norm = kept_tokens(mask, keep, dist)
+    return summed_loss(per_token_loss, mask, args.loss_type, args.new_tokens) / norm
+
+
 def build_trl(args, problems, sandbox, timer, model_dir, out_dir, on_step):
     """TRL's GRPOTrainer on the same prompts and reward; `on_step` runs after each of its steps."""
     import datasets
@@ -196,7 +228,7 @@ def build_trl(args, problems, sandbox, timer, model_dir, out_dir, on_step):
         output_dir=out_dir, use_cpu=True, report_to=[], save_strategy="no", bf16=False,
         per_device_train_batch_size=P * G, gradient_accumulation_steps=1, num_generations=G,
         max_completion_length=T, beta=args.beta, learning_rate=args.lr, lr_scheduler_type="constant",
-        temperature=1.0, top_p=1.0, epsilon=0.2, num_iterations=1, loss_type="grpo", max_grad_norm=1.0,
+        temperature=1.0, top_p=1.0, epsilon=0.2, num_iterations=1, loss_type=args.loss_type, max_grad_norm=1.0,
         max_steps=args.warmup + args.steps, seed=args.seed, disable_tqdm=True, shuffle_dataset=False,
         generation_kwargs={"min_new_tokens": T} if args.force_length else None,
         # TRL turns gradient checkpointing on by default; our config has it off. Off on both
@@ -216,6 +248,36 @@ def build_trl(args, problems, sandbox, timer, model_dir, out_dir, on_step):
         return out
 
     trainer._generate = timer.wrap(generate_counted, "generation")
+    compute_loss = trainer._compute_loss
+
+    def compute_loss_checked(model, inputs):
+        if loss_checks:  # only TRL's first step, which is not timed
+            return compute_loss(model, inputs)
+        logps_of = trainer._get_per_token_logps_and_entropies
+        seen = {}
+
+        def capture(*a, **kw):
+            out = logps_of(*a, **kw)
+            seen["logps"] = out[0]
+            return out
+
+        trainer._get_per_token_logps_and_entropies = capture
+        try:
+            loss = compute_loss(model, inputs)
+        finally:
+            trainer._get_per_token_logps_and_entropies = logps_of
+        # the loss at ratio 1 is about 0 (advantages centre on each group), so compare its gradient too
+        (trl_grad,) = torch.autograd.grad(loss, seen["logps"], retain_graph=True)
+        logps = seen["logps"].detach().requires_grad_()
+        ours = our_loss(logps, inputs, args)
+        (our_grad,) = torch.autograd.grad(ours, logps)
+        loss_checks.append({
+            "trl": loss.item(), "ours": ours.item(), "abs_diff": abs(ours.item() - loss.item()),
+            "grad_rel_diff": ((our_grad - trl_grad).abs().max() / trl_grad.abs().max().clamp(min=1e-30)).item(),
+        })
+        return loss
+
+    trainer._compute_loss = compute_loss_checked
     trainer._calculate_rewards = timer.wrap(trainer._calculate_rewards, "reward")
     trainer._get_per_token_logps_and_entropies = timer.wrap(trainer._get_per_token_logps_and_entropies, logps_phase)
     trainer._clip_grad_norm = timer.wrap(trainer._clip_grad_norm, "optimizer")
@@ -246,6 +308,8 @@ def main(argv=None) -> int:
     parser.add_argument("--trl-gradient-checkpointing", action="store_true",
                         help="TRL's own default (recompute activations in backward); off = like ours")
     parser.add_argument("--beta", type=float, default=0.0, help="KL weight on both sides (0: no reference model)")
+    parser.add_argument("--loss-type", choices=("grpo", "dapo", "dr_grpo"), default="grpo",
+                        help="loss_type on both sides (TRL's default is dapo)")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--tiebreak", type=float, default=1e-3, help="reward tie-break scale (0: off)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per side")
@@ -328,7 +392,7 @@ def summarize(args, env, ours: list, trl: list, n_params: int, prompt_tokens: li
     o, t = side(ours), side(trl)
     paired = statistics.median(b["s"] / a["s"] for a, b in zip(ours, trl))  # TRL time / our time, per pair
     P, G, T = args.prompts, args.group_size, args.new_tokens
-    met = paired >= 1.0
+    met = paired >= SPEED_BOUND
     biggest = max(PHASES, key=lambda k: o["phases_s"][k] - t["phases_s"][k])
     note = (f"our step is {o['step_s']:.2f} s vs TRL's {t['step_s']:.2f} s; the largest gap is "
             f"'{biggest}' ({o['phases_s'][biggest]:.3f} s vs {t['phases_s'][biggest]:.3f} s)")
@@ -352,17 +416,27 @@ def summarize(args, env, ours: list, trl: list, n_params: int, prompt_tokens: li
             f"{statistics.mean(prompt_tokens) + T:.0f} per row here, where our per_token_logps keeps the {T + 1} "
             "that predict completion tokens, via logits_to_keep), and it computes per-token entropy for its logs."
         )
-    command = "python bench/rl_step_vs_trl.py" + (f" --beta {args.beta:g}" if args.beta else "") + " --json OUT.json"
+    command = ("python bench/rl_step_vs_trl.py" + (f" --beta {args.beta:g}" if args.beta else "")
+               + (f" --loss-type {args.loss_type}" if args.loss_type != "grpo" else "") + " --json OUT.json")
     fig = figure(
-        f"generator RL step, {P} prompts × G={G} × {T} tokens, beta {args.beta:g} (s/step)",
+        f"generator RL step, {P} prompts × G={G} × {T} tokens, beta {args.beta:g}, loss_type {args.loss_type} (s/step)",
         f"{o['step_s']:.2f} s", f"TRL {env.get('trl', '?')} GRPOTrainer: {t['step_s']:.2f} s",
-        paired, ">= 1.0 (our step no slower than TRL's)", met, command, "" if met else note,
+        paired, f">= {SPEED_BOUND:g}× TRL's speed", met, command, "" if met else note,
+    )
+    check = loss_checks[0] if loss_checks else None
+    agree = check is not None and check["abs_diff"] < LOSS_TOLERANCE and check["grad_rel_diff"] < LOSS_TOLERANCE
+    loss_fig = figure(
+        f"the loss of TRL's first batch from TRL's own loss inputs, loss_type {args.loss_type}",
+        f"{check['ours']:.6g}" if check else "not measured", f"TRL: {check['trl']:.6g}" if check else "not measured",
+        None, f"loss and gradient differ by < {LOSS_TOLERANCE:g}", agree, command,
+        note=(f"gradients differ by {check['grad_rel_diff']:.1e} of their largest entry" if check else ""),
     )
     return {
         "environment": env,
         "setup": {
             "model": "tiny", "model_params": n_params, "prompts": P, "group_size": G, "new_tokens": T,
-            "force_length": args.force_length, "beta": args.beta, "lr": args.lr, "temperature": 1.0,
+            "force_length": args.force_length, "beta": args.beta, "loss_type": args.loss_type, "lr": args.lr,
+            "temperature": 1.0,
             "tiebreak": args.tiebreak, "threads": args.threads, "sandbox_workers": args.sandbox_workers,
             "trl_gradient_checkpointing": args.trl_gradient_checkpointing,
             "warmup_steps": args.warmup, "timed_steps": len(ours),
@@ -374,7 +448,8 @@ def summarize(args, env, ours: list, trl: list, n_params: int, prompt_tokens: li
         "trl_over_ours_paired_median": paired,
         "trl_over_ours_of_medians": t["step_s"] / o["step_s"],
         "notes": notes,
-        "figures": [fig],
+        "loss_check": check,
+        "figures": [fig, loss_fig],
     }
 
 
@@ -387,6 +462,10 @@ def print_table(r: dict) -> None:
     print(f"{'tokens/step':<24}{o['tokens_per_step']:>9.0f}{t['tokens_per_step']:>9.0f}")
     print(f"TRL time / our time: {r['trl_over_ours_paired_median']:.2f}x (median of pairs), "
           f"{r['trl_over_ours_of_medians']:.2f}x (of medians)")
+    if r["loss_check"]:
+        c = r["loss_check"]
+        print(f"loss on TRL's first batch: ours {c['ours']:.6g}, TRL {c['trl']:.6g}; gradients with respect to the "
+              f"log-probs differ by {c['grad_rel_diff']:.1e} of their largest entry")
     for n in r["notes"]:
         print("note:", n)
 

@@ -2,7 +2,7 @@
 # Run every bench side by side with its peer, then write docs/benchmarks.md from what they measured.
 #
 #   pip install -r requirements-bench.txt     # once: trl for the RL-step peer
-#   bash bench/run_all.sh                     # about 3 minutes on 2 cores
+#   bash bench/run_all.sh                     # about 4 minutes on 2 cores
 #   OUT=/tmp/bench bash bench/run_all.sh      # keep the JSONs and logs there
 #
 # Each bench writes OUT/<name>.json and OUT/<name>.log. A bench that fails, or runs
@@ -29,11 +29,12 @@ run() {  # run NAME SECONDS_LIMIT COMMAND...
     fi
 }
 
-run sandbox_bench 100 "$PY" bench/sandbox_bench.py
-run generation_bench 80 "$PY" bench/generation_bench.py
-run rl_step_vs_trl 170 "$PY" bench/rl_step_vs_trl.py
-run rl_step_vs_trl_kl 170 "$PY" bench/rl_step_vs_trl.py --beta 0.04
-run checkpoint_footprint 80 "$PY" bench/checkpoint_footprint.py
+run sandbox_bench 90 "$PY" bench/sandbox_bench.py
+run generation_bench 70 "$PY" bench/generation_bench.py
+run rl_step_vs_trl 120 "$PY" bench/rl_step_vs_trl.py
+run rl_step_vs_trl_kl 120 "$PY" bench/rl_step_vs_trl.py --beta 0.04
+run rl_step_vs_trl_dapo 120 "$PY" bench/rl_step_vs_trl.py --loss-type dapo
+run checkpoint_footprint 70 "$PY" bench/checkpoint_footprint.py
 
 "$PY" bench/_common.py render "$OUT" docs/benchmarks.md || status=1
 echo "JSONs and logs in $OUT" >&2

@@ -22,7 +22,6 @@ which one process leaves in place.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 
@@ -30,6 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
+
+from _rank_record import write_rank_record  # noqa: E402
 
 import train  # noqa: E402
 from training.adversarial_trainer import AdversarialTrainer  # noqa: E402
@@ -115,9 +116,7 @@ def main() -> int:
     AdversarialTrainer.__init__, AdversarialTrainer.train = init, train_and_record
     code = train.main(argv)
     record["group_closed"] = not torch.distributed.is_initialized()
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-        json.dump(record, f)
+    write_rank_record(out_dir, rank, record)
     return code
 
 

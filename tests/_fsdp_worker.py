@@ -16,7 +16,6 @@ whether a whole state dict round-trips through `full` and the load hook.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import sys
 
@@ -24,6 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
+
+from _rank_record import write_rank_record  # noqa: E402
 
 
 def main() -> int:
@@ -81,9 +82,7 @@ def main() -> int:
         "full_on_rank0_only": (whole["lm_head.weight"] is not None) == (rank == 0),
         "load_round_trip": zeroed and all(torch.equal(restored[k], everywhere[k]) for k in everywhere),
     }
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-        json.dump(record, f)
+    write_rank_record(out_dir, rank, record)
     return 0
 
 

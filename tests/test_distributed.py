@@ -221,6 +221,29 @@ def test_fsdp_checkpoint_has_the_single_process_tree_and_loads_in_one_process(ru
     assert digests(generator, discriminator) == runs["fsdp_ranks"][0]["final"]
 
 
+# ------------------------------------------------------------------ loss variants
+
+
+@pytest.fixture(scope="module", params=["data parallel", "FSDP"])
+def loss_ranks(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp("loss_ranks")
+    config = CONFIG if request.param == "data parallel" else FSDP_CONFIG
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config]
+    _run([*launch, os.path.join(ROOT, "tests", "_loss_worker.py"), str(out)], f"{request.param} loss worker")
+    return request.param, [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_each_loss_type_on_two_processes_gives_the_one_process_update(loss_ranks):
+    mode, records = loss_ranks
+    assert [r["rows"] for r in records] == [5, 7]  # uneven shares, micro-batches of 2
+    assert all(r["sharded"] == (mode == "FSDP") for r in records)
+    for record in records:
+        sizes = [record[t]["update_size"] for t in ("grpo", "dapo", "dr_grpo")]
+        assert len({round(x, 6) for x in sizes}) == 3 and min(sizes) > 1e-3  # three different reductions, all moved
+        for loss_type in ("grpo", "dapo", "dr_grpo"):
+            assert record[loss_type]["max_error"] < 1e-6, (mode, loss_type)
+
+
 # ------------------------------------------------------------------ launch settings
 
 

@@ -11,12 +11,25 @@ import pytest
 import torch
 
 from models.base import Rollout
-from test_trainer import make_trainer, sandbox, problems  # noqa: F401 (fixtures)
+from sandbox import Sandbox
+from test_trainer import make_trainer
+from training.curriculum import load_curriculum
 from training.distributed import Distributed
 from training.rollout import StageBatch, TestBatch
 from training.sampling import ProblemSampler, cap_groups
 
 G = 2
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(timeout_s=1.0, memory_mb=512, workers=1) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return load_curriculum("train", per_family=1)[:6]
 
 
 def _rollout(n_rows: int, width: int) -> Rollout:
@@ -54,7 +67,7 @@ class _Stub:
         )
 
 
-def _trainer(tmp_path, sandbox, stub, *overrides):  # noqa: F811
+def _trainer(tmp_path, sandbox, stub, *overrides):
     trainer = make_trainer(tmp_path, sandbox, "--problems_per_batch=4", f"--group_size={G}", *overrides)
     pool = [SimpleNamespace(id=f"p{i}", family=f"f{i % 3}", prompt="", tests=[], entry_point="f") for i in range(20)]
     trainer.sampler = ProblemSampler(pool, trainer.config.problem_sampling, 4, seed=0, global_step=0, dist=trainer.dist)
@@ -64,7 +77,7 @@ def _trainer(tmp_path, sandbox, stub, *overrides):  # noqa: F811
     return trainer, trainer.sampler.batch(0, 0)
 
 
-def test_half_the_groups_without_spread_take_a_second_rollout_that_fills_the_batch(tmp_path, sandbox):  # noqa: F811
+def test_half_the_groups_without_spread_take_a_second_rollout_that_fills_the_batch(tmp_path, sandbox):
     stub = _Stub([[True, False, True, False]])
     trainer, drawn = _trainer(tmp_path, sandbox, stub, "--dynamic_sampling=true")
     batch, rollouts = trainer.rollout_until_full(1, drawn)
@@ -91,7 +104,7 @@ def test_the_batch_size_is_counted_over_ranks_in_rank_order():
     assert cap_groups(valid, G, 2, rank1).sum() == 0
 
 
-def test_no_spread_anywhere_stops_at_max_rollout_batches(tmp_path, sandbox):  # noqa: F811
+def test_no_spread_anywhere_stops_at_max_rollout_batches(tmp_path, sandbox):
     stub = _Stub([[False] * 4])
     trainer, drawn = _trainer(tmp_path, sandbox, stub, "--dynamic_sampling=true", "--max_rollout_batches=3")
     batch, rollouts = trainer.rollout_until_full(1, drawn)
@@ -99,14 +112,14 @@ def test_no_spread_anywhere_stops_at_max_rollout_batches(tmp_path, sandbox):  # 
     assert len({p for call in stub.calls for p in call}) == 12
 
 
-def test_without_dynamic_sampling_one_rollout_is_the_batch(tmp_path, sandbox):  # noqa: F811
+def test_without_dynamic_sampling_one_rollout_is_the_batch(tmp_path, sandbox):
     stub = _Stub([[False] * 4])
     trainer, drawn = _trainer(tmp_path, sandbox, stub)
     batch, rollouts = trainer.rollout_until_full(1, drawn)
     assert rollouts == 1 and [p.id for p in batch.problems] == [p.id for p in drawn]
 
 
-def test_the_test_writers_batch_is_filled_too(tmp_path, sandbox):  # noqa: F811
+def test_the_test_writers_batch_is_filled_too(tmp_path, sandbox):
     # the generator's groups all have spread at once; the test writer's only one in four
     stub = _Stub([[True] * 4], writer_spreads=[[True, False, False, False]], stage_id=5)
     trainer, drawn = _trainer(tmp_path, sandbox, stub, "--dynamic_sampling=true", "--max_rollout_batches=5")
@@ -115,7 +128,7 @@ def test_the_test_writers_batch_is_filled_too(tmp_path, sandbox):  # noqa: F811
     assert len(batch.test_batch.tests) == 16 and len(batch.test_batch.rollout) == 32
 
 
-def test_joined_rollouts_give_each_row_the_log_probs_it_had_alone(tmp_path, sandbox, problems):  # noqa: F811
+def test_joined_rollouts_give_each_row_the_log_probs_it_had_alone(tmp_path, sandbox, problems):
     trainer = make_trainer(tmp_path, sandbox)
     gen = trainer.generator
     parts = [gen.sample([problems[0].prompt], num_samples=2, max_new_tokens=4, temperature=1.0),
@@ -135,7 +148,7 @@ def test_joined_rollouts_give_each_row_the_log_probs_it_had_alone(tmp_path, sand
         assert (together[2 * i: 2 * i + 2, alone.size(1):] == 0).all()
 
 
-def test_a_stage_trains_with_dynamic_sampling_and_logs_its_rollouts(tmp_path, sandbox, problems):  # noqa: F811
+def test_a_stage_trains_with_dynamic_sampling_and_logs_its_rollouts(tmp_path, sandbox, problems):
     trainer = make_trainer(tmp_path, sandbox, "--dynamic_sampling=true", "--max_rollout_batches=2",
                            "--iterations_per_stage=2")
     sample = trainer.rollout
@@ -151,7 +164,7 @@ def test_a_stage_trains_with_dynamic_sampling_and_logs_its_rollouts(tmp_path, sa
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1]
     for row in rows:
-        assert row["rollout_batches"] == 2  # one group with spread per rollout, two wanted
+        assert row["rollout_batches"] == 2 and row["trained_groups"] == 2  # one group with spread per rollout
         assert row["frac_reward_zero_std"] <= 0.5 and 0.0 <= row["test_writer_frac_reward_zero_std"] <= 1.0
         assert row["grad_norm"] > 0 and row["entropy"] > 0 and row["completion_length"] > 0
     assert any(not torch.equal(before[n], p.detach()) for n, p in trainer.generator.model.named_parameters())

@@ -285,6 +285,26 @@ def test_per_token_logps_match_naive_computation(trained_generator):
     assert not torch.allclose(hot, logps)
 
 
+def test_entropies_are_those_of_the_sampling_distribution(trained_generator):
+    gen = trained_generator
+    r = gen.sample(PROMPTS[:2], num_samples=2, max_new_tokens=10, temperature=1.0)
+    for T in (1.0, 0.7):
+        logps, entropy = gen.per_token_logps(r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask,
+                                             temperature=T, with_entropy=True)
+        assert torch.equal(logps, gen.per_token_logps(r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask,
+                                                      temperature=T))
+        assert not entropy.requires_grad
+        for i in range(len(r)):
+            n = int(r.completion_mask[i].sum())
+            prompt = r.prompt_ids[i][r.prompt_mask[i].bool()]
+            ids = torch.cat([prompt, r.completion_ids[i][:n]]).unsqueeze(0)
+            with torch.no_grad():
+                logits = gen.model(input_ids=ids).logits[0, len(prompt) - 1:-1].float() / T  # (n, V)
+            expected = torch.distributions.Categorical(logits=logits).entropy()
+            assert torch.allclose(entropy[i, :n], expected, atol=1e-4)
+            assert torch.all(entropy[i, n:] == 0)
+
+
 def test_reference_model_is_frozen_copy(trained_generator):
     gen = trained_generator
     ref = gen.make_reference_model()

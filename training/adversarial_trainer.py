@@ -119,7 +119,8 @@ class AdversarialTrainer:
                 valid = cap_groups(valid, batch.group_size, config.problems_per_batch, self.dist)
                 stats = _timed(timings, "update_generator", self.update_generator, batch, advantages, valid)
                 self.global_step += 1
-            row.update(batch.stats(), frac_reward_zero_std=frac_zero, rollout_batches=rollouts, **stats)
+            row.update(batch.stats(), frac_reward_zero_std=frac_zero, rollout_batches=rollouts,
+                       trained_groups=_groups(valid, batch.group_size, self.dist), **stats)
             if config.use_discriminator:
                 for _ in range(config.discriminator_steps):
                     row.update(_timed(timings, "update_discriminator", self.update_discriminator, batch))
@@ -303,6 +304,7 @@ class AdversarialTrainer:
             sample_rewards, tb.samples_per_problem, scale_rewards=config.scale_rewards, dist=self.dist
         )
         valid = cap_groups(valid, tb.samples_per_problem, config.problems_per_batch, self.dist)
+        trained = _groups(valid, tb.samples_per_problem, self.dist)
         params = trainable_parameters(discriminator_modules(self.discriminator))
         stats = policy_update(
             self.discriminator, self.discriminator_optimizer, params, tb.rollout, advantages, valid, self.dist,
@@ -310,6 +312,7 @@ class AdversarialTrainer:
             **self._policy_loss_settings(),
         )
         return {"test_writer_reward": sum(sample_rewards) / len(sample_rewards), "test_writer_frac_reward_zero_std": frac_zero,
+                "test_writer_trained_groups": trained,
                 **{f"test_writer_{k}": stats[k] for k in ("policy_loss", "grad_norm", "clip_fraction", "entropy")}}
 
     # ================================================================= evaluation
@@ -388,6 +391,11 @@ def _timed(timings: dict, name: str, fn, *args):
     out = fn(*args)
     timings[name] = timings.get(name, 0.0) + time.time() - t0
     return out
+
+
+def _groups(valid: torch.Tensor, group_size: int, dist) -> int:
+    """How many groups an update learned from, over every rank."""
+    return int(dist.sum(int(valid.sum()) // group_size))
 
 
 def _set_lr(optimizer, lr: float) -> None:
