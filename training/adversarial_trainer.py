@@ -4,6 +4,7 @@ One RL iteration of stage k, in named steps:
 
     batch   = rollout(stage_id, problems)     # G samples of stage k per problem
     rewards = score(batch)                    # registry of reward functions
+                                              # (dynamic_sampling: more of both until the batch has spread)
     adv     = compute_advantages(rewards)     # group-relative, zero-spread groups skipped
     update_generator(batch, adv)              # clipped PG over completion tokens + KL
     update_discriminator(batch)               # BCE scoring head; CURE test writer at the code stage
