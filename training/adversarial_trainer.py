@@ -69,7 +69,8 @@ class AdversarialTrainer:
         self.best_reward = -math.inf
         self.warmed_up = False
         self.start_time = time.time()
-        self.log = MetricsLog(config.checkpoint_dir, enabled=self.dist.is_main, progress=config.progress)
+        self.log = MetricsLog(config.checkpoint_dir, enabled=self.dist.is_main, progress=config.progress,
+                              report_to=config.report_to, run_config=config.to_dict())
         self.rollouts = Rollouts(generator, discriminator, sandbox, config, self.dist)
         self.sampler = None  # the current stage's ProblemSampler
 
@@ -90,6 +91,7 @@ class AdversarialTrainer:
             if stage_id > self.completed_stage:
                 last_metrics = self.train_stage(stage_id, problems, eval_problems=eval_problems)
         self.save_final(last_metrics)
+        self.log.close()  # the trackers' files are complete; a later write opens them again
         return last_metrics
 
     def train_stage(self, stage_id: int, problems: list, eval_problems: list | None = None) -> dict:
@@ -338,7 +340,11 @@ class AdversarialTrainer:
             "rng_state": ckpt.rng_state(self.rng),
             "best_reward": self.best_reward if math.isfinite(self.best_reward) else None,
         }
-        ckpt.save_training_state(path, self._players(), self._optimizers(), self.dist, common)
+        mode = self.config.save_optimizer
+        ckpt.save_training_state(path, self._players(), self._optimizers(), self.dist, common, with_optimizer=mode != "none")
+        if mode == "latest" and self.dist.is_main and ckpt.is_resume_dir(path, self.config.checkpoint_dir):
+            # only now that `path` is complete: a kill at any moment leaves a resumable directory
+            ckpt.drop_optimizer_state(self.config.checkpoint_dir, keep=path)
 
     def save_final(self, metrics: dict) -> None:
         """final/: the last stage's weights (hard-linked), its metrics, and the full config."""
@@ -351,11 +357,16 @@ class AdversarialTrainer:
             ckpt.write_final(final, source, self.config)
 
     def load_checkpoint(self, path: str, load_optimizer: bool = True) -> dict:
-        """Restore both players (and optimizers) from a checkpoint directory; training resumes after its stage."""
+        """Restore both players (and optimizers) from a checkpoint directory; training resumes after its stage.
+
+        A directory saved without optimizer state (save_optimizer=latest or none) logs one warning and leaves
+        the optimizers fresh.
+        """
         gen = ckpt.load_training_state(path, self._players(), self._optimizers() if load_optimizer else None, self.dist)
         self.completed_stage = int(gen.get("stage_id", 0))
         if load_optimizer:  # the saved state carries the old run's learning rates; this run's config wins
-            _set_lr(self.generator_optimizer, self.config.generator_lr_at(self.completed_stage + 1))
+            # (after stage 5, e.g. from final/, the next stage would be a 6th: keep stage 5's rate)
+            _set_lr(self.generator_optimizer, self.config.generator_lr_at(min(self.completed_stage + 1, NUM_STAGES)))
             _set_lr(self.discriminator_optimizer, self.config.discriminator_lr)
         self.global_step = int(gen.get("step", 0))
         self.warmed_up = True

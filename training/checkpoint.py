@@ -5,11 +5,18 @@ name and renamed into place, so a process killed at any moment leaves each
 directory either complete or absent. `best/` is made of hard links to the
 files of the `stage_N/` it copies, so it costs no second copy of the bytes
 (it falls back to a copy where the filesystem has no hard links).
+
+`save_optimizer` (TrainingConfig) says which directories keep the optimizer
+state: `all`, `latest` (only the newest stage_N/ or warmup/, and final/ that
+links to it) or `none`. A file that drops it is rewritten under a new name and
+renamed over the old path, so the directories hard-linked to the old file keep
+it intact; `optimizer_state_dict` is then an empty dict.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -26,6 +33,10 @@ DISCRIMINATOR_FILE = "discriminator.pt"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "training_config.json"
 _TRASH_SUFFIX = ".old"
+_TMP_FILE_MARK = ".tmp-"
+SAVE_OPTIMIZER_MODES = ("all", "latest", "none")
+
+log = logging.getLogger(__name__)
 
 
 def write_dir_atomically(path: str, write_files) -> None:
@@ -62,6 +73,13 @@ def clean_stale(checkpoint_dir: str) -> None:
         if (name.startswith(".") and ".tmp-" in name) or name.endswith(_TRASH_SUFFIX):
             if os.path.isdir(full):
                 shutil.rmtree(full, ignore_errors=True)
+        elif os.path.isdir(full):  # a file rewrite (drop_optimizer_state) a kill left half-done
+            for inner in os.listdir(full):
+                if inner.startswith(".") and _TMP_FILE_MARK in inner:
+                    try:
+                        os.remove(os.path.join(full, inner))
+                    except OSError:
+                        pass
 
 
 def link_or_copy(src: str, dst: str) -> None:
@@ -149,17 +167,19 @@ def require_checkpoint_dir(path: str) -> None:
 
 
 # ============================================================ a training run's state
-def save_training_state(path: str, players: tuple, optimizers: tuple, dist, common: dict) -> None:
+def save_training_state(path: str, players: tuple, optimizers: tuple, dist, common: dict,
+                        with_optimizer: bool = True) -> None:
     """Write generator.pt, discriminator.pt and metrics.json into `path`, atomically (the main process writes).
 
     `players` and `optimizers` are (generator, discriminator) pairs; `common`
     goes into both files (stage_id, metrics, step, config, rng_state,
     best_reward), and its plain `metrics` into metrics.json. Every rank calls it: under FSDP the weights and optimizer
-    state are gathered whole first.
+    state are gathered whole first. Without `with_optimizer`, `optimizer_state_dict` is an empty dict.
     """
     (generator, discriminator), (gen_opt, disc_opt) = players, optimizers
+    gen_opt_state, disc_opt_state = (gen_opt.state_dict(), disc_opt.state_dict()) if with_optimizer else ({}, {})
     states = dist.full([
-        generator.model_state_dict(), gen_opt.state_dict(), discriminator.model_state_dict(), disc_opt.state_dict(),
+        generator.model_state_dict(), gen_opt_state, discriminator.model_state_dict(), disc_opt_state,
     ])
     if not dist.is_main:
         return
@@ -199,10 +219,117 @@ def load_training_state(path: str, players: tuple, optimizers: tuple | None, dis
         check_same_model(state, player, role, path)
         player.load_model_state(state["model_state_dict"], state)
     if optimizers is not None:
+        without = [role for state, _, role in saved if not state.get("optimizer_state_dict")]
+        if without:
+            log.warning("checkpoint %s holds no optimizer state for the %s (saved with save_optimizer=latest or none); "
+                        "continuing with a fresh optimizer", path, " and ".join(without))
         for (state, _, _), optimizer in zip(saved, optimizers):
-            optimizer.load_state_dict(state["optimizer_state_dict"])
-            dist.shard_optimizer_state(optimizer)  # FSDP: whole tensors become shards
+            if state.get("optimizer_state_dict"):
+                optimizer.load_state_dict(state["optimizer_state_dict"])
+                dist.shard_optimizer_state(optimizer)  # FSDP: whole tensors become shards
     return gen
+
+
+# ============================================================ save_optimizer=latest
+def is_resume_dir(path: str, root: str) -> bool:
+    """Whether `path` is warmup/ or a stage_N/ directly under the checkpoint tree `root`."""
+    name = os.path.basename(os.path.abspath(path))
+    same_root = os.path.dirname(os.path.abspath(path)) == os.path.abspath(root)
+    return same_root and (name == "warmup" or (name.startswith("stage_") and name[6:].isdigit()))
+
+
+def has_optimizer_state(path: str) -> bool:
+    """Whether the .pt file at `path` holds a non-empty optimizer_state_dict (memory-mapped: reads little)."""
+    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return bool(obj.get("optimizer_state_dict"))
+
+
+def strip_optimizer_file(path: str) -> bool:
+    """Rewrite the .pt file at `path` with an empty optimizer_state_dict; False when it held none.
+
+    The new file is written beside the old one and renamed over it, so other
+    hard links to the old file (best/, final/) keep their bytes unchanged.
+    """
+    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not obj.get("optimizer_state_dict"):
+        return False
+    obj["optimizer_state_dict"] = {}
+    directory, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + name + _TMP_FILE_MARK, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(directory)
+    return True
+
+
+def _relink(src: str, dst: str) -> None:
+    """Make `dst` a hard link to `src` (a copy without hard links), replacing it by a rename."""
+    directory, name = os.path.split(dst)
+    tmp = os.path.join(directory, "." + name + _TMP_FILE_MARK + "link")
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    link_or_copy(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _inode(path: str) -> tuple:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def drop_optimizer_state(root: str, keep: str) -> list[str]:
+    """save_optimizer=latest: empty the optimizer state of every resume directory under `root` but `keep`.
+
+    Called once `keep` (the stage_N/ or warmup/ just written) is complete, so a
+    kill at any moment leaves a resumable directory. warmup/ and each other
+    stage_N/ are rewritten file by file (strip_optimizer_file). best/ keeps no
+    optimizer state of its own either: it holds it only while it links to
+    `keep`'s files; a best/ file that linked to a stripped one is re-linked to
+    the stripped file, and one that is a copy is stripped itself. final/ is
+    left as it is (it is rewritten at the end of the run from the newest
+    stage). Returns the paths rewritten or re-linked.
+    """
+    root, keep = os.path.abspath(root), os.path.abspath(keep)
+    done, stripped = [], {}  # stripped: (dev, ino) of the old file -> the path of its stripped rewrite
+    for name in checkpoint_dirs(root):
+        directory = os.path.join(root, name)
+        if directory == keep or not is_resume_dir(directory, root):
+            continue
+        for file in (GENERATOR_FILE, DISCRIMINATOR_FILE):
+            path = os.path.join(directory, file)
+            if not os.path.isfile(path) or _same_file(path, os.path.join(keep, file)):
+                continue
+            old = _inode(path)
+            if strip_optimizer_file(path):
+                stripped[old] = path
+                done.append(path)
+    best = os.path.join(root, "best")
+    for file in (GENERATOR_FILE, DISCRIMINATOR_FILE):
+        path = os.path.join(best, file)
+        if not os.path.isfile(path) or _same_file(path, os.path.join(keep, file)):
+            continue
+        source = stripped.get(_inode(path))
+        if source is not None:
+            _relink(source, path)
+            done.append(path)
+        elif strip_optimizer_file(path):
+            done.append(path)
+    return done
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def check_same_model(saved: dict, player, role: str, path: str) -> None:

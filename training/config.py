@@ -24,6 +24,7 @@ import yaml
 from sandbox import SandboxConfig
 from training.config_parsing import build_kwargs, parse_override, renamed_key, set_dotted
 from training.errors import UserError
+from training.metrics import TRACKERS
 
 
 def _f(default, help: str, **kwargs):
@@ -215,9 +216,21 @@ class TrainingConfig:
         "(held-out pass@1 of the stage's checkpoint; needs eval_problems).",
     )
     checkpoint_dir: str = _f("checkpoints", "Where stage_N/, best/, final/ and metrics.jsonl are written.")
+    save_optimizer: str = _f(
+        "all",
+        "Which checkpoint directories keep the optimizer state (what resuming needs besides the weights): all, "
+        "latest (only the newest stage_N/ or warmup/ and final/; an older one drops it once a newer one is "
+        "complete) or none (weights only). Resuming from a directory without it starts a fresh optimizer.",
+    )
     log_every: int = _f(1, "Write a metrics line every N iterations.")
     plot: bool = _f(True, "Write a PNG of the training curves at the end of each stage.")
     progress: bool = _f(True, "Show tqdm progress bars.")
+    report_to: list[str] = _f(
+        [],
+        "Experiment trackers that also get every metrics.jsonl scalar, at its global_step, from the main process: "
+        "tensorboard (event files in <checkpoint_dir>/tensorboard/), wandb (honours WANDB_MODE, e.g. offline); "
+        "empty = none. Their packages: pip install -r requirements-track.txt.",
+    )
 
     def __post_init__(self):
         self.validate()
@@ -259,6 +272,8 @@ class TrainingConfig:
             raise UserError(f"problem_sampling must be uniform or informative, got {self.problem_sampling!r}")
         if self.best_metric not in ("avg_reward", "eval_pass_at_1"):
             raise UserError(f"best_metric must be avg_reward or eval_pass_at_1, got {self.best_metric!r}")
+        if self.save_optimizer not in ("all", "latest", "none"):
+            raise UserError(f"save_optimizer must be all, latest or none, got {self.save_optimizer!r}")
         if self.best_metric == "eval_pass_at_1" and not self.eval_problems:
             raise UserError("best_metric=eval_pass_at_1 needs held-out problems: set --eval_problems (or use avg_reward)")
         if self.test_samples < 2:
@@ -277,6 +292,12 @@ class TrainingConfig:
             raise UserError(f"loss_type must be grpo, dapo or dr_grpo, got {self.loss_type!r}")
         if self.scale_rewards not in ("group", "batch", "none"):
             raise UserError(f"scale_rewards must be group, batch or none, got {self.scale_rewards!r}")
+        unknown = [t for t in self.report_to if t not in TRACKERS] if isinstance(self.report_to, list) else [self.report_to]
+        if unknown:
+            raise UserError(
+                f"report_to: unknown tracker {unknown[0]!r}; give a list of {', '.join(TRACKERS)} "
+                "(e.g. --report_to=[tensorboard]; empty = none)"
+            )
 
     def generator_lr_at(self, stage_id: int) -> float:
         """The generator's learning rate at stage `stage_id`."""

@@ -3,14 +3,24 @@
 `checkpoints/metrics.jsonl` is append-only while training; on resume from
 stage k the lines of later (interrupted) stages are dropped, so a resumed run
 ends with the same log a straight run would have.
+
+With `report_to` (the config key) the main process also sends every scalar of
+each line to experiment trackers, named as in the line and at its
+`global_step`: TensorBoard event files under <checkpoint_dir>/tensorboard/
+(a resumed run drops the interrupted run's later steps there too) and W&B
+(one run per process; WANDB_MODE=offline or disabled works without network).
+Their packages are optional (requirements-track.txt); a missing one is a
+`UserError` when the log is built, on every process.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
 import sys
+import weakref
 
 import numpy as np
 from tqdm import tqdm
@@ -25,11 +35,30 @@ PLOTTED = (
 )
 
 
+# The experiment trackers `report_to` may name; each needs the package of its name.
+TRACKERS = ("tensorboard", "wandb")
+TRACK_INSTALL = "pip install -r requirements-track.txt"
+
+
 class MetricsLog:
-    def __init__(self, checkpoint_dir: str, enabled: bool = True, progress: bool = True):
+    def __init__(
+        self, checkpoint_dir: str, enabled: bool = True, progress: bool = True, report_to=(), run_config: dict | None = None,
+    ):
+        self.checkpoint_dir = checkpoint_dir
         self.path = os.path.join(checkpoint_dir, "metrics.jsonl")
         self.enabled = enabled  # False on every process but the main one
         self.progress = progress and enabled
+        self.report_to = list(dict.fromkeys(report_to))
+        self.run_config = run_config
+        self.tensorboard_dir = os.path.join(checkpoint_dir, "tensorboard")
+        # every process checks the packages, so a missing one stops them all at start-up, not the main one mid-run
+        self._modules = {name: _import_tracker(name) for name in self.report_to}
+        self._trackers = {}  # name -> open writer / run, main process only
+        self._purge_step = None  # set on resume: TensorBoard hides the interrupted run's steps from here on
+        # closes what is still open when the log is dropped or the interpreter exits (a run that raised)
+        self._finalizer = weakref.finalize(self, _close_trackers, self._trackers)
+        if self.enabled and "wandb" in self.report_to:
+            self._tracker("wandb")  # wandb.init's own errors (no login without WANDB_MODE=offline) at start-up too
 
     def write(self, row: dict) -> None:
         if not self.enabled:
@@ -38,6 +67,44 @@ class MetricsLog:
         clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()}
         with open(self.path, "a") as f:
             f.write(json.dumps(clean, sort_keys=True) + "\n")
+        if self.report_to:
+            self._track(clean)
+
+    def close(self) -> None:
+        """Flush and close the trackers; a later `write` opens them again (TensorBoard appends a new event file)."""
+        _close_trackers(self._trackers)
+
+    def _track(self, row: dict) -> None:
+        """Every number of a metrics line (null ones have no value), at the line's global_step."""
+        scalars = {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
+        step = row.get("global_step")
+        step = int(step) if isinstance(step, (int, float)) else None
+        for name in self.report_to:
+            tracker = self._tracker(name)
+            if name == "tensorboard":
+                for key, value in scalars.items():
+                    tracker.add_scalar(key, value, global_step=step)
+                tracker.flush()  # a killed run keeps what it logged, like metrics.jsonl
+            else:
+                tracker.log(scalars, step=step)
+
+    def _tracker(self, name: str):
+        if name not in self._trackers:
+            module = self._modules[name]
+            if name == "tensorboard":
+                os.makedirs(self.tensorboard_dir, exist_ok=True)
+                self._trackers[name] = module.SummaryWriter(self.tensorboard_dir, purge_step=self._purge_step)
+                self._purge_step = None
+            else:
+                os.makedirs(self.checkpoint_dir, exist_ok=True)
+                try:
+                    self._trackers[name] = module.init(
+                        dir=os.environ.get("WANDB_DIR") or self.checkpoint_dir, config=self.run_config, reinit="create_new"
+                    )
+                except Exception as e:  # wandb's own errors, e.g. no API key and no network
+                    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    raise UserError(f"report_to=wandb: wandb.init failed ({first}); without network set WANDB_MODE=offline") from None
+        return self._trackers[name]
 
     def rows(self) -> list:
         if not os.path.isfile(self.path):
@@ -63,6 +130,12 @@ class MetricsLog:
             for row in kept:
                 f.write(json.dumps(row, sort_keys=True) + "\n")
         os.replace(tmp, self.path)
+        if "tensorboard" in self.report_to:
+            steps = [r["global_step"] for r in kept if isinstance(r.get("global_step"), int)]
+            self._purge_step = max(steps) + 1 if steps else 0
+            writer = self._trackers.pop("tensorboard", None)
+            if writer is not None:  # the next write opens one that purges
+                writer.close()
 
     def progress_bar(self, total: int, desc: str):
         return tqdm(total=total, desc=desc, disable=not self.progress, dynamic_ncols=True, file=sys.stderr, leave=True)
@@ -98,6 +171,26 @@ class MetricsLog:
         fig.savefig(tmp, dpi=80)
         plt.close(fig)
         os.replace(tmp, path)
+
+
+def _import_tracker(name: str):
+    """The module `report_to=name` writes through; a missing package is one UserError naming the install."""
+    try:
+        if name == "tensorboard":
+            importlib.import_module("tensorboard")  # torch's writer needs the tensorboard package itself
+            return importlib.import_module("torch.utils.tensorboard")
+        return importlib.import_module("wandb")
+    except ImportError:
+        raise UserError(f"report_to={name} needs the {name} package, which is not installed: {TRACK_INSTALL}") from None
+
+
+def _close_trackers(trackers: dict) -> None:
+    while trackers:
+        name, tracker = trackers.popitem()
+        if name == "tensorboard":
+            tracker.close()
+        else:
+            tracker.finish()
 
 
 def _stage_starts(rows: list) -> list:
