@@ -11,25 +11,13 @@ import pytest
 import torch
 
 from models.base import Rollout
-from sandbox import Sandbox
 from test_trainer import make_trainer
-from training.curriculum import load_curriculum
 from training.distributed import Distributed
 from training.rollout import StageBatch, TestBatch
 from training.sampling import ProblemSampler, cap_groups
 
 G = 2
 
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox(timeout_s=1.0, memory_mb=512, workers=1) as sb:
-        yield sb
-
-
-@pytest.fixture(scope="module")
-def problems():
-    return load_curriculum("train", per_family=1)[:6]
 
 
 def _rollout(n_rows: int, width: int) -> Rollout:

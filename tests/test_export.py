@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from training import checkpoint as ckpt
 from training import export
+from test_inference import assert_one_error
 from training.loading import load_players
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -230,17 +231,6 @@ def test_keep_adapters_writes_peft_directories(lora_checkpoint, prompts, base_to
 
 
 # ======================================================================== errors
-def error_lines(err):
-    return [line for line in err.splitlines() if line.startswith("error:")]
-
-
-def assert_one_error(code, err, *fragments):
-    assert code == 2
-    lines = error_lines(err)
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_missing_checkpoint_is_one_line(full_checkpoint, tmp_path, capsys):

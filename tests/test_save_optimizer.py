@@ -6,27 +6,15 @@ import os
 import pytest
 import torch
 
-from sandbox import Sandbox
 from training import adversarial_trainer
 from training import checkpoint as ckpt
 from training.config import TrainingConfig
-from training.curriculum import load_curriculum
 from training.errors import UserError
 
-from test_trainer import SHRUNK, make_trainer  # noqa: F401  (SHRUNK: the shrunken config make_trainer uses)
+from test_trainer import make_trainer
 
 FILES = (ckpt.GENERATOR_FILE, ckpt.DISCRIMINATOR_FILE)
 
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox(timeout_s=1.0, memory_mb=512, workers=1) as sb:
-        yield sb
-
-
-@pytest.fixture(scope="module")
-def problems():
-    return load_curriculum("train", per_family=1)[:6]
 
 
 def _load(path):

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from reasoning.stages import build_prompt, build_test_prompt
-from sandbox import Sandbox
 from training.adversarial_trainer import AdversarialTrainer
 from training.warmup import Warmup
 from training.build import build_players, seed_everything
@@ -35,16 +34,6 @@ SHRUNK = [
     "--sandbox.timeout_s=1.0",
 ]
 
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox(timeout_s=1.0, memory_mb=512, workers=1) as sb:
-        yield sb
-
-
-@pytest.fixture(scope="module")
-def problems():
-    return load_curriculum("train", per_family=1)[:6]
 
 
 def make_trainer(tmp_path, sandbox, *overrides):
