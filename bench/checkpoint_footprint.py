@@ -108,11 +108,6 @@ def state_dict_params(path: str) -> int:
     return total
 
 
-def write_tree(out: str, mode: str = "all") -> float:
-    """Run train.py's real save path into `out`; returns its wall time."""
-    return write_trees({mode: out})[mode]
-
-
 def write_trees(outs: dict) -> dict:
     """{mode: directory}: one train.py per save_optimizer mode, side by side; returns {mode: wall seconds}."""
     start, procs, seconds = time.perf_counter(), {}, {}

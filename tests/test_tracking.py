@@ -49,13 +49,17 @@ def _assert_events_match(scalars: dict, expected: dict):
         assert [v for _, v in scalars[tag]] == pytest.approx([v for _, v in points], rel=1e-6), tag
 
 
-# ------------------------------------------------------------------ tensorboard
-def test_tensorboard_event_files_hold_every_metrics_line_scalar(tmp_path):
-    pytest.importorskip("tensorboard")
-    log = MetricsLog(str(tmp_path), progress=False, report_to=["tensorboard"])
+def _write_rows(log: MetricsLog) -> None:
+    """Every row of ROWS through `log`, then close it."""
     for row in ROWS:
         log.write(row)
     log.close()
+
+
+# ------------------------------------------------------------------ tensorboard
+def test_tensorboard_event_files_hold_every_metrics_line_scalar(tmp_path):
+    pytest.importorskip("tensorboard")
+    _write_rows(MetricsLog(str(tmp_path), progress=False, report_to=["tensorboard"]))
     rows = _jsonl_rows(tmp_path)
     assert rows[1]["train_pass_rate"] is None and rows[3]["kl"] is None  # non-finite: null in the line, no point
     scalars = _event_scalars(tmp_path / "tensorboard")
@@ -69,10 +73,7 @@ def test_metrics_jsonl_is_the_same_with_and_without_trackers(tmp_path):
     pytest.importorskip("tensorboard")
     plain, tracked = tmp_path / "plain", tmp_path / "tracked"
     for directory, report_to in ((plain, []), (tracked, ["tensorboard"])):
-        log = MetricsLog(str(directory), progress=False, report_to=report_to)
-        for row in ROWS:
-            log.write(row)
-        log.close()
+        _write_rows(MetricsLog(str(directory), progress=False, report_to=report_to))
     assert (plain / "metrics.jsonl").read_bytes() == (tracked / "metrics.jsonl").read_bytes()
     assert sorted(p.name for p in plain.iterdir()) == ["metrics.jsonl"]
     assert sorted(p.name for p in tracked.iterdir()) == ["metrics.jsonl", "tensorboard"]
@@ -80,10 +81,7 @@ def test_metrics_jsonl_is_the_same_with_and_without_trackers(tmp_path):
 
 def test_only_the_main_process_writes_events(tmp_path):
     pytest.importorskip("tensorboard")
-    log = MetricsLog(str(tmp_path), enabled=False, report_to=["tensorboard"])
-    for row in ROWS:
-        log.write(row)
-    log.close()
+    _write_rows(MetricsLog(str(tmp_path), enabled=False, report_to=["tensorboard"]))
     assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
 
 
@@ -130,9 +128,7 @@ def test_wandb_gets_every_scalar_at_its_global_step(tmp_path, monkeypatch):
     runs = _fake_wandb(monkeypatch)
     log = MetricsLog(str(tmp_path), progress=False, report_to=["wandb"], run_config={"seed": 3})
     assert len(runs) == 1  # started when the log is built: wandb's own errors come at start-up
-    for row in ROWS:
-        log.write(row)
-    log.close()
+    _write_rows(log)
     run = runs[0]
     assert run.init_kwargs["config"] == {"seed": 3} and run.init_kwargs["dir"] == str(tmp_path)
     assert "mode" not in run.init_kwargs  # WANDB_MODE decides
@@ -157,10 +153,7 @@ def test_wandb_offline_run_is_written_under_the_checkpoint_dir(tmp_path, monkeyp
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_DIR", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
-    log = MetricsLog(str(tmp_path), progress=False, report_to=["wandb"], run_config={"seed": 0})
-    for row in ROWS:
-        log.write(row)
-    log.close()
+    _write_rows(MetricsLog(str(tmp_path), progress=False, report_to=["wandb"], run_config={"seed": 0}))
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
 

@@ -34,7 +34,6 @@ METRICS_FILE = "metrics.json"
 CONFIG_FILE = "training_config.json"
 _TRASH_SUFFIX = ".old"
 _TMP_FILE_MARK = ".tmp-"
-SAVE_OPTIMIZER_MODES = ("all", "latest", "none")
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ def write_dir_atomically(path: str, write_files) -> None:
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".tmp-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + _TMP_FILE_MARK, dir=parent)
     try:
         write_files(tmp)
         _fsync_dir(tmp)
@@ -70,7 +69,7 @@ def clean_stale(checkpoint_dir: str) -> None:
         return
     for name in os.listdir(checkpoint_dir):
         full = os.path.join(checkpoint_dir, name)
-        if (name.startswith(".") and ".tmp-" in name) or name.endswith(_TRASH_SUFFIX):
+        if (name.startswith(".") and _TMP_FILE_MARK in name) or name.endswith(_TRASH_SUFFIX):
             if os.path.isdir(full):
                 shutil.rmtree(full, ignore_errors=True)
         elif os.path.isdir(full):  # a file rewrite (drop_optimizer_state) a kill left half-done
@@ -236,12 +235,6 @@ def is_resume_dir(path: str, root: str) -> bool:
     name = os.path.basename(os.path.abspath(path))
     same_root = os.path.dirname(os.path.abspath(path)) == os.path.abspath(root)
     return same_root and (name == "warmup" or (name.startswith("stage_") and name[6:].isdigit()))
-
-
-def has_optimizer_state(path: str) -> bool:
-    """Whether the .pt file at `path` holds a non-empty optimizer_state_dict (memory-mapped: reads little)."""
-    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return bool(obj.get("optimizer_state_dict"))
 
 
 def strip_optimizer_file(path: str) -> bool:

@@ -338,11 +338,8 @@ def evaluate_model(model: str, specs=DEFAULT_SPECS.split(","), test_model: str |
     those a default run's checkpoint is evaluated on. Otherwise as
     `evaluate_checkpoint`.
     """
-    from training.loading import load_model_players, resolve_model
+    from training.loading import load_model_players
 
-    resolve_model(model, "--model")
-    if test_model is not None:
-        resolve_model(test_model, "--test-model")
     sources = load_specs(specs)  # a bad spec fails before the models load
     wants_discriminator = _needs_discriminator(num_samples_rerank, validity_temperature)
     generator, discriminator, config, _ = load_model_players(
