@@ -1,47 +1,69 @@
 """Trusted-side test handling: classify test strings, parse and compare results.
 
-Runs in the worker manager, never in the job process. Two kinds of test:
+Runs in the worker manager, never in the job process. A test is one of:
 
-I/O tests
-    ``assert f(<literals>) == <literal>`` and the forms listed in
-    :func:`plan_test`. The job receives only the function name and the
-    arguments, returns ``repr()`` of the result built by a type-checking
-    serializer, and this module parses it with :func:`parse_value` (a
-    literal-only parser) and compares it with :func:`strict_equal`. Expected
-    values never enter the job, so nothing the candidate does inside its
-    process can make a wrong answer pass.
+I/O tests (unforgeable)
+    A test made of asserts (alone, after ``import`` lines of known modules,
+    or in a HumanEval-style ``def check(candidate): ...`` followed by
+    ``check(name)``) in which the candidate is only ever *called*, with
+    arguments that do not involve the candidate. Each call becomes one unit
+    of the job: the job receives the function name and the argument values,
+    and returns ``repr()`` of the result built by a type-checking serializer;
+    this module parses it with :func:`parse_value` (a literal-only parser).
+    What the test does with the returned values is decided outside the
+    candidate's process:
 
-    A HumanEval-style test (``def check(candidate): assert candidate(...) == ...``
-    followed by ``check(name)``) whose every statement is of that form is turned
-    into one I/O call per assert, so most HumanEval problems get this strength.
+    - ``call == expected`` (and ``!=``, ``is True/False/None``, a bare call,
+      ``not call``, with ``list/tuple/sorted/set/frozenset/len`` around the
+      call applied in the job): compared here by :func:`strict_equal`.
+    - anything else (``abs(f(x) - y) < 1e-6``, ``x in f(y)``, several calls
+      in one assert): a *clean job*, a sandbox job that runs no candidate
+      code, evaluates the assert with the returned values in place of the
+      calls (a :class:`Verdict`).
 
-Assert tests
-    Anything else runs inside the job with a per-test secret marker (see
-    ``harness.py``). That stops naive forgeries but not introspection.
+    Arguments and expected values that are expressions rather than literals
+    (``f(3 * 19)``, ``== sorted([3, 1])``) are :class:`Free` expressions: a
+    clean job evaluates them once per test, and :func:`resolve` puts their
+    values in the plan. Expected values and verdicts never enter the
+    candidate's job, so nothing it does in its own process can make a wrong
+    answer pass.
+
+Assert tests (forgeable)
+    Anything else (a loop over candidate calls, an argument that depends on
+    candidate state) runs inside the job with a per-test secret marker (see
+    ``harness.py``). That stops naive forgeries but not introspection, so
+    results mark these tests ``forgeable``.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import cmath
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 FLOAT_REL_TOL = 1e-9
 FLOAT_ABS_TOL = 1e-12
 MAX_TEST_CHARS = 200_000
 _MAX_DEPTH = 100
 
+# Modules a test may use without importing them; `import m` or `import m as a`
+# of one of these in front of a test's asserts binds it too. The clean job
+# that evaluates a test's expressions imports what they use.
+KNOWN_MODULES = frozenset({"math", "cmath", "collections", "itertools", "functools", "heapq",
+                           "bisect", "re", "string", "operator", "typing", "fractions",
+                           "statistics", "random"})
+# Builtins that the job may apply to a candidate call's result before
+# serializing it (`list(f(x)) == [...]` accepts a generator-returning f).
+WRAPS = ("list", "tuple", "sorted", "set", "frozenset", "len")
+_BUILTIN_NAMES = frozenset(dir(builtins))
+_VALUE = "__sbx_v{}__"
 
-@dataclass(frozen=True)
-class IoCall:
-    func: str                     # function name, looked up in the candidate's globals
-    args: tuple                   # literal positional arguments
-    kwargs: dict                  # literal keyword arguments
-    expect: str                   # "eq" | "ne" | "truthy" | "falsy" | "is" | "isnot"
-    value: object = None          # expected value for eq/ne/is/isnot
-    test: str = field(default="", repr=False)   # the whole test text
-    span: tuple = ()              # (lineno, col, end_lineno, end_col) of the checked expression
+
+class _Spanned:
+    test: str
+    span: tuple
 
     @property
     def source(self) -> str:
@@ -52,16 +74,62 @@ class IoCall:
         """
         node = ast.Module()       # any node carrying the span will do
         node.lineno, node.col_offset, node.end_lineno, node.end_col_offset = self.span
-        return _short(ast.get_source_segment(self.test, node) or self.func + "(...)")
+        return _short(ast.get_source_segment(self.test, node) or "assert")
+
+
+@dataclass(frozen=True)
+class Free:
+    """An argument or expected value still to be computed: index into TestPlan.prep."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class CleanExpr:
+    """An expression for a clean job: eval-mode code, the modules it names, and whether only its truth is wanted."""
+
+    code: object
+    modules: tuple = ()           # (name, module name) pairs bound before evaluating
+    truth: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict(_Spanned):
+    """An assert that a clean job decides from the values its candidate calls returned."""
+
+    expr: CleanExpr               # the condition, each call replaced by __sbx_v<j>__
+    calls: tuple                  # indices into TestPlan.calls, bound in order
+    test: str = field(default="", repr=False)
+    span: tuple = ()
+
+
+@dataclass(frozen=True)
+class IoCall(_Spanned):
+    func: str                     # function name, looked up in the candidate's globals
+    args: tuple                   # positional argument values (Free before resolve)
+    kwargs: dict                  # keyword argument values (Free before resolve)
+    expect: str                   # "eq" | "ne" | "truthy" | "falsy" | "is" | "isnot" | "value"
+    value: object = None          # expected value for eq/ne/is/isnot (Free before resolve)
+    test: str = field(default="", repr=False)   # the whole test text
+    span: tuple = ()              # (lineno, col, end_lineno, end_col) of the checked expression
+    wrap: str = ""                # one of WRAPS, applied to the result in the job
+    fallback: Verdict | None = None   # decides the assert if the expected value is not a plain value
 
 
 @dataclass(frozen=True)
 class TestPlan:
     kind: str                     # "io" | "assert" | "invalid"
-    calls: tuple = ()             # IoCall, for "io"
+    calls: tuple = ()             # IoCall, for "io": one job unit each
+    verdicts: tuple = ()          # Verdict, for "io": one clean job per run decides them
+    prep: tuple = ()              # CleanExpr per Free index, and constant asserts: see resolve()
     source: str = ""              # test code, for "assert"
     code: object = None           # its guarded code object, for "assert"
     reason: str = ""              # for "invalid"
+
+    @property
+    def forgeable(self) -> bool:
+        """True when the verdict is reached inside the candidate's process (assert mode)."""
+        return self.kind == "assert"
 
 
 def _literal(node: ast.AST):
@@ -72,80 +140,257 @@ def _literal(node: ast.AST):
         raise ValueError("not a literal") from e
 
 
-def _call_parts(node: ast.AST, func_name: str | None = None):
-    """(name, args, kwargs) if node is ``name(<literals>)``; else None."""
-    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
-        return None
-    if func_name is not None and node.func.id != func_name:
-        return None
-    if any(isinstance(a, ast.Starred) for a in node.args):
-        return None
-    try:
-        args = tuple(_literal(a) for a in node.args)
-        kwargs = {}
-        for kw in node.keywords:
-            if kw.arg is None:  # **mapping
-                return None
-            kwargs[kw.arg] = _literal(kw.value)
-    except ValueError:
-        return None
-    return node.func.id, args, kwargs
-
-
 def _short(text: str, n: int = 80) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def _io_call_from_assert(stmt: ast.Assert, text: str, func_name: str | None = None,
-                         rename: str | None = None) -> IoCall | None:
-    """Map one ``assert`` to an IoCall, or None if it is not an I/O form."""
-    test = stmt.test
-    span = (test.lineno, test.col_offset, test.end_lineno, test.end_col_offset)
+def value_name(j: int) -> str:
+    """The name a Verdict's code uses for the value of its j-th call."""
+    return _VALUE.format(j)
 
-    def make(call_node, expect, value=None):
-        parts = _call_parts(call_node, func_name)
-        if parts is None:
-            return None
-        name, args, kwargs = parts
-        return IoCall(rename or name, args, kwargs, expect, value, text, span)
 
-    if isinstance(test, ast.Call):
-        return make(test, "truthy")
-    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
-        return make(test.operand, "falsy")
-    if isinstance(test, ast.Compare) and len(test.ops) == 1:
-        op, left, right = test.ops[0], test.left, test.comparators[0]
-        if isinstance(op, (ast.Is, ast.IsNot)):
-            if isinstance(right, ast.Constant) and right.value in (True, False, None) \
-                    and type(right.value) in (bool, type(None)):
-                return make(left, "is" if isinstance(op, ast.Is) else "isnot", right.value)
-            return None
-        if isinstance(op, (ast.Eq, ast.NotEq)):
-            expect = "eq" if isinstance(op, ast.Eq) else "ne"
-            for call_node, lit_node in ((left, right), (right, left)):
-                if isinstance(call_node, ast.Call):
-                    try:
-                        value = _literal(lit_node)
-                    except ValueError:
-                        continue
-                    found = make(call_node, expect, value)
-                    if found is not None:
-                        return found
+def short_repr(value, n: int = 60) -> str:
+    return _short(repr(value), n)
+
+
+# --------------------------------------------------------------------------
+# From asserts to calls, free expressions and verdicts
+
+class _NotIo(Exception):
+    """The test is not of a form whose verdict can be reached outside the candidate's process."""
+
+
+class _Scope:
+    """What the names of one test mean: the candidate's, a module, a builtin, or a local."""
+
+    def __init__(self, rename: dict, modules: dict, entry_point: str | None, reserved: frozenset):
+        self.rename = rename          # name in the test -> the candidate's name (check's parameter)
+        self.modules = modules        # name -> module name
+        self.entry_point = entry_point
+        self.reserved = reserved      # names the test assigns itself: not handled here
+
+    def kind(self, name: str, local: frozenset) -> str:
+        if name in local:
+            return "local"
+        if name in self.reserved:
+            raise _NotIo
+        if name in self.rename or name == self.entry_point:
+            return "candidate"
+        if name in self.modules:
+            return "module"
+        if name in _BUILTIN_NAMES:
+            return "builtin"
+        return "candidate"
+
+
+class _Lifter(ast.NodeTransformer):
+    """Replace each call of a candidate function by a placeholder name; collect the calls.
+
+    Raises _NotIo when the candidate is used other than by a call, or when a
+    call's arguments involve the candidate or a name bound inside the assert.
+    """
+
+    def __init__(self, scope: _Scope):
+        self.scope = scope
+        self.calls: list = []         # (candidate name, ast.Call, wrap)
+        self.local: frozenset = frozenset()
+        self.modules: dict = {}       # name -> module name, as used
+
+    def _bound(self, node, names):
+        saved, self.local = self.local, self.local | frozenset(names)
+        try:
+            return self.generic_visit(node)
+        finally:
+            self.local = saved
+
+    def visit_Lambda(self, node):
+        a = node.args
+        names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+        names += [x.arg for x in (a.vararg, a.kwarg) if x is not None]
+        return self._bound(node, names)
+
+    def _comprehension(self, node):
+        names = [n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)]
+        return self._bound(node, names)
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
+
+    def visit_NamedExpr(self, node):
+        raise _NotIo
+
+    visit_Yield = visit_YieldFrom = visit_Await = visit_NamedExpr
+
+    def visit_Name(self, node):
+        kind = self.scope.kind(node.id, self.local)
+        if kind == "candidate":
+            raise _NotIo             # the candidate's object itself, not a call of it
+        if kind == "module":
+            self.modules[node.id] = self.scope.modules[node.id]
+        return node
+
+    def _candidate(self, node) -> str | None:
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and self.scope.kind(node.func.id, self.local) == "candidate":
+            if self.local:
+                raise _NotIo     # called once per iteration of a comprehension or lambda
+            return self.scope.rename.get(node.func.id, node.func.id)
+        return None
+
+    def visit_Call(self, node):
+        name = self._candidate(node)
+        wrap = ""
+        if name is None and isinstance(node.func, ast.Name) and node.func.id in WRAPS \
+                and self.scope.kind(node.func.id, self.local) == "builtin" \
+                and len(node.args) == 1 and not node.keywords:
+            inner = self._candidate(node.args[0])
+            if inner is not None:
+                name, wrap, node = inner, node.func.id, node.args[0]
+        if name is None:
+            return self.generic_visit(node)
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+            raise _NotIo
+        for arg in list(node.args) + [k.value for k in node.keywords]:
+            self._require_free(arg)
+        self.calls.append((name, node, wrap))
+        return ast.copy_location(ast.Name(id=value_name(len(self.calls) - 1), ctx=ast.Load()), node)
+
+    def _require_free(self, node):
+        """node is evaluated before the call: it may name builtins and modules only."""
+        inner = _Lifter(self.scope)
+        inner.visit(_copy(node))
+        if inner.calls or any(isinstance(n, ast.Name) and n.id in self.local for n in ast.walk(node)):
+            raise _NotIo
+        self.modules.update(inner.modules)
+
+
+def _copy(node):
+    return ast.parse(ast.unparse(node), mode="eval").body
+
+
+class _PlanBuilder:
+    """Collects one test's calls, verdicts and free expressions, assert by assert."""
+
+    def __init__(self, text: str, scope: _Scope):
+        self.text, self.scope = text, scope
+        self.calls: list = []
+        self.verdicts: list = []
+        self.prep: list = []
+
+    def _clean(self, node, modules: dict, truth: bool = False) -> CleanExpr:
+        tree = ast.fix_missing_locations(ast.Expression(body=node))
+        code = compile(tree, "<test>", "eval", dont_inherit=True)
+        return CleanExpr(code, tuple(sorted(modules.items())), truth)
+
+    def _value(self, node, modules: dict):
+        """A literal's value, or a Free placeholder for a clean job to compute."""
+        try:
+            return _literal(node)
+        except ValueError:
+            self.prep.append(self._clean(node, _used_modules(node, self.scope)))
+            return Free(len(self.prep) - 1)
+
+    def add(self, test: ast.expr, span: tuple) -> None:
+        """One assert's condition, and its position in the test text."""
+        lifter = _Lifter(self.scope)
+        cond = lifter.visit(_copy(test))
+        if not lifter.calls:           # decided without the candidate: once, in the prep job
+            self.prep.append(self._clean(cond, lifter.modules, truth=True))
+            return
+        first = len(self.calls)
+        for name, call, wrap in lifter.calls:
+            args = tuple(self._value(a, lifter.modules) for a in call.args)
+            kwargs = {k.arg: self._value(k.value, lifter.modules) for k in call.keywords}
+            self.calls.append(IoCall(name, args, kwargs, "value", None, self.text, span, wrap))
+        verdict = Verdict(self._clean(cond, lifter.modules, truth=True),
+                          tuple(range(first, len(self.calls))), self.text, span)
+        direct = _direct_form(cond) if len(lifter.calls) == 1 else None
+        if direct is None:
+            self.verdicts.append(verdict)
+            return
+        expect, other = direct
+        value = other if expect in ("truthy", "falsy", "is", "isnot") else self._value(other, lifter.modules)
+        self.calls[first] = replace(self.calls[first], expect=expect, value=value,
+                                    fallback=verdict if isinstance(value, Free) else None)
+
+    def plan(self) -> TestPlan:
+        return TestPlan("io", calls=tuple(self.calls), verdicts=tuple(self.verdicts),
+                        prep=tuple(self.prep), source=self.text)
+
+
+def _used_modules(node, scope: _Scope) -> dict:
+    return {n.id: scope.modules[n.id] for n in ast.walk(node)
+            if isinstance(n, ast.Name) and n.id in scope.modules}
+
+
+def _direct_form(cond):
+    """(expect, expected node or value) when the manager can check the one call itself."""
+    v0 = value_name(0)
+
+    def is_v0(n):
+        return isinstance(n, ast.Name) and n.id == v0
+
+    def has_v0(n):
+        return any(is_v0(x) for x in ast.walk(n))
+
+    if is_v0(cond):
+        return "truthy", None
+    if isinstance(cond, ast.UnaryOp) and isinstance(cond.op, ast.Not) and is_v0(cond.operand):
+        return "falsy", None
+    if not (isinstance(cond, ast.Compare) and len(cond.ops) == 1):
+        return None
+    op, left, right = cond.ops[0], cond.left, cond.comparators[0]
+    if isinstance(op, (ast.Is, ast.IsNot)):
+        if is_v0(left) and isinstance(right, ast.Constant) and type(right.value) in (bool, type(None)):
+            return ("is" if isinstance(op, ast.Is) else "isnot"), right.value
+        return None
+    if isinstance(op, (ast.Eq, ast.NotEq)):
+        expect = "eq" if isinstance(op, ast.Eq) else "ne"
+        if is_v0(left) and not has_v0(right):
+            return expect, right
+        if is_v0(right) and not has_v0(left):
+            return expect, left
     return None
 
 
-def _humaneval_calls(tree: ast.Module, text: str) -> tuple | None:
-    """Convert ``[literal assigns] def check(c): <io asserts>  check(name)`` to calls."""
+def _import_modules(stmt) -> dict | None:
+    """{name: module} for `import m [as a], ...` of known modules; None for any other statement."""
+    if not isinstance(stmt, ast.Import):
+        return None
+    out = {}
+    for alias in stmt.names:
+        if alias.name not in KNOWN_MODULES:
+            return None
+        out[alias.asname or alias.name] = alias.name
+    return out
+
+
+MAX_UNROLL = 64   # iterations of `for x in range(...)` a test may unroll into asserts
+
+
+def _assert_groups(tree: ast.Module):
+    """(statements, rename, modules, reserved) for the two shapes handled unforgeably, or None."""
+    modules = {m: m for m in KNOWN_MODULES}
     body = list(tree.body)
+    while body and _import_modules(body[0]) is not None:
+        modules.update(_import_modules(body.pop(0)))
+    if body and not any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                        for s in body):
+        return body, {}, modules, frozenset()
+    return _humaneval_body(body, modules)
+
+
+def _humaneval_body(body: list, modules: dict):
+    """``[literal assigns] def check(c): <statements>  check(name)``: its statements, c -> name."""
     if not body:
         return None
+    body = list(body)
     last = body.pop()
     if not (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)
             and isinstance(last.value.func, ast.Name) and len(last.value.args) == 1
             and not last.value.keywords and isinstance(last.value.args[0], ast.Name)):
         return None
     check_name, target = last.value.func.id, last.value.args[0].id
-    check_def = None
+    check_def, assigned = None, set()
     for stmt in body:
         if isinstance(stmt, ast.FunctionDef) and stmt.name == check_name and check_def is None:
             check_def = stmt
@@ -154,6 +399,7 @@ def _humaneval_calls(tree: ast.Module, text: str) -> tuple | None:
                 _literal(stmt.value)
             except ValueError:
                 return None
+            assigned.update(n.id for t in stmt.targets for n in ast.walk(t) if isinstance(n, ast.Name))
         elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
             continue
         else:
@@ -164,25 +410,98 @@ def _humaneval_calls(tree: ast.Module, text: str) -> tuple | None:
     if len(a.args) != 1 or a.vararg or a.kwarg or a.kwonlyargs or a.posonlyargs or a.defaults:
         return None
     param = a.args[0].arg
-    calls = []
-    for stmt in check_def.body:
-        if isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr)
-                                          and isinstance(stmt.value, ast.Constant)):
-            continue
-        if isinstance(stmt, ast.Assert) and isinstance(stmt.test, ast.Constant) \
-                and stmt.test.value is True:
-            continue  # HumanEval's `assert True, "..."` padding
-        if not isinstance(stmt, ast.Assert):
-            return None
-        call = _io_call_from_assert(stmt, text, func_name=param, rename=target)
-        if call is None:
-            return None
-        calls.append(call)
-    return tuple(calls) if calls else None
+    reserved = frozenset(assigned | {check_name}) - {param}
+    return check_def.body, {param: target}, modules, reserved
 
 
-def plan_test(test) -> TestPlan:
-    """Decide how one test string is run and checked."""
+class _Inline(ast.NodeTransformer):
+    """Replace the names a test bound to candidate-free expressions by those expressions."""
+
+    def __init__(self, bound: dict):
+        self.bound = bound
+
+    def visit_Name(self, node):
+        if isinstance(node.ctx, ast.Load) and node.id in self.bound:
+            return ast.copy_location(_copy(self.bound[node.id]), node)
+        return node
+
+    def _scoped(self, node, names):
+        saved = self.bound
+        self.bound = {k: v for k, v in saved.items() if k not in names}
+        try:
+            return self.generic_visit(node)
+        finally:
+            self.bound = saved
+
+    def _comprehension(self, node):
+        return self._scoped(node, {n.id for g in node.generators for n in ast.walk(g.target)
+                                   if isinstance(n, ast.Name)})
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
+
+    def visit_Lambda(self, node):
+        return self._scoped(node, {n.arg for n in ast.walk(node.args) if isinstance(n, ast.arg)})
+
+
+def _pure(node) -> bool:
+    """An expression that names only builtins and calls only builtins: safe to inline where used."""
+    local = {t.id for g in ast.walk(node) if isinstance(g, ast.comprehension)
+             for t in ast.walk(g.target) if isinstance(t, ast.Name)}
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name) and n.id not in _BUILTIN_NAMES and n.id not in local:
+            return False
+        if isinstance(n, ast.Call) and not (isinstance(n.func, ast.Name) and n.func.id in _BUILTIN_NAMES):
+            return False
+        if isinstance(n, (ast.NamedExpr, ast.Lambda)):
+            return False
+    return True
+
+
+def _flatten(stmts: list, scope: "_Scope", bound: dict, out: list) -> None:
+    """The asserts of `stmts`, with bound names inlined and small range loops unrolled.
+
+    Raises _NotIo for any statement that cannot be checked outside the
+    candidate's process.
+    """
+    for stmt in stmts:
+        if isinstance(stmt, ast.Pass) or (isinstance(stmt, ast.Expr) and (
+                isinstance(stmt.value, ast.Constant)
+                or (isinstance(stmt.value, ast.Name) and stmt.value.id in _BUILTIN_NAMES))):
+            continue              # a docstring, a comment-like string, a bare `print`
+        if isinstance(stmt, ast.Assert):
+            test = stmt.test
+            if isinstance(test, ast.Constant) and test.value is True:
+                continue          # HumanEval's `assert True, "..."` padding
+            inlined = _Inline(bound).visit(_copy(test)) if bound else test
+            out.append((inlined, (test.lineno, test.col_offset, test.end_lineno, test.end_col_offset)))
+        elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 \
+                and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id not in scope.reserved:
+            value = _Inline(bound).visit(_copy(stmt.value)) if bound else stmt.value
+            if not _pure(value):
+                raise _NotIo
+            bound = {**bound, stmt.targets[0].id: value}
+        elif isinstance(stmt, ast.For) and not stmt.orelse and isinstance(stmt.target, ast.Name) \
+                and isinstance(stmt.iter, ast.Call) and isinstance(stmt.iter.func, ast.Name) \
+                and stmt.iter.func.id == "range" and not stmt.iter.keywords:
+            try:
+                bounds = [_literal(a) for a in stmt.iter.args]
+                values = range(*bounds) if all(type(b) is int for b in bounds) else None
+            except (ValueError, TypeError):
+                values = None
+            if values is None or len(values) > MAX_UNROLL:
+                raise _NotIo
+            for v in values:
+                _flatten(stmt.body, scope, {**bound, stmt.target.id: ast.Constant(v)}, out)
+        else:
+            raise _NotIo
+
+
+def plan_test(test, entry_point: str | None = None) -> TestPlan:
+    """Decide how one test string is run and checked.
+
+    `entry_point` is the candidate's function: a test that calls it by a
+    builtin's name (a candidate called `sorted`) calls the candidate.
+    """
     if not isinstance(test, str):
         return TestPlan("invalid", reason=f"test is a {type(test).__name__}, not a string")
     if len(test) > MAX_TEST_CHARS:
@@ -191,20 +510,83 @@ def plan_test(test) -> TestPlan:
         tree = ast.parse(test)
     except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
         return TestPlan("invalid", reason=f"test is not valid Python ({type(e).__name__})")
-    if len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert):
-        call = _io_call_from_assert(tree.body[0], test)
-        if call is not None:
-            return TestPlan("io", calls=(call,))
-    calls = _humaneval_calls(tree, test)
-    if calls is not None:
-        return TestPlan("io", calls=calls)
     if not tree.body:
         return TestPlan("invalid", reason="test is empty")
+    groups = _assert_groups(tree)
+    if groups is not None:
+        stmts, rename, modules, reserved = groups
+        scope = _Scope(rename, modules, entry_point, reserved)
+        builder = _PlanBuilder(test, scope)
+        try:
+            asserts: list = []
+            _flatten(stmts, scope, {}, asserts)
+            if asserts:
+                for cond, span in asserts:
+                    builder.add(cond, span)
+                return builder.plan()
+        except _NotIo:
+            pass
+        except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError):
+            pass
+    return _assert_plan(test, tree)
+
+
+def _assert_plan(test: str, tree: ast.Module) -> TestPlan:
     try:
         code = compile_guarded(tree)
     except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as e:
         return TestPlan("invalid", reason=f"test does not compile ({type(e).__name__})")
     return TestPlan("assert", source=test, code=code)
+
+
+class _Invalid(Exception):
+    pass
+
+
+def resolve(plan: TestPlan, outcomes: list) -> TestPlan:
+    """Put the clean job's values of `plan.prep` in the plan.
+
+    outcomes[k] is ("ok", value), ("raised", why) or ("unsupported", why) for
+    prep[k]. An argument or expected value that raised, and a constant assert
+    that is false or raised, make the test invalid: it fails whatever the
+    candidate does. An argument that is not a plain value cannot reach the
+    candidate's job, so the test falls back to assert mode; an expected value
+    that is not one is left to the assert's Verdict.
+    """
+    def value(v, what):
+        if not isinstance(v, Free):
+            return v
+        status, got = outcomes[v.index]
+        if status == "ok":
+            return got
+        if status == "raised":
+            raise _Invalid(f"{what} raised {got}")
+        raise _NotIo
+
+    try:
+        calls, verdicts = [], list(plan.verdicts)
+        for c in plan.calls:
+            args = tuple(value(a, f"{c.source}: an argument") for a in c.args)
+            kwargs = {k: value(v, f"{c.source}: an argument") for k, v in c.kwargs.items()}
+            try:
+                expected = value(c.value, f"{c.source}: the expected value")
+            except _NotIo:
+                calls.append(replace(c, args=args, kwargs=kwargs, expect="value", value=None,
+                                     fallback=None))
+                verdicts.append(c.fallback)
+                continue
+            calls.append(replace(c, args=args, kwargs=kwargs, value=expected, fallback=None))
+        for k, e in enumerate(plan.prep):
+            if e.truth:
+                status, got = outcomes[k]
+                if status != "ok" or got is not True:
+                    raise _Invalid("an assert without a call of the candidate "
+                                   + ("is false" if status == "ok" else f"raised {got}"))
+    except _Invalid as e:
+        return TestPlan("invalid", reason=str(e))
+    except _NotIo:
+        return _assert_plan(plan.source, ast.parse(plan.source))
+    return TestPlan("io", calls=tuple(calls), verdicts=tuple(verdicts), source=plan.source)
 
 
 # --------------------------------------------------------------------------

@@ -4,10 +4,13 @@ The fork-server imports this module once; each job is a fork that calls
 :func:`child_main`. Everything up to ``drop_privileges`` is trusted; after the
 candidate's code has run, nothing in this process can be trusted, so:
 
-- I/O tests send back only ``repr()`` of the returned value, built by a
-  serializer that accepts exact builtin types (an ``int`` subclass, an object
-  with a lying ``__eq__`` or a generator is "unsupported", never a value). The
-  manager compares; expected values are never in this process.
+- I/O units (one per call of the candidate) send back only ``repr()`` of the
+  returned value, built by a serializer that accepts exact builtin types (an
+  ``int`` subclass, an object with a lying ``__eq__`` or a generator is
+  "unsupported", never a value). The manager compares, or has a clean job
+  decide the assert; expected values are never in this process.
+- A clean job (no candidate code, ``code`` empty) evaluates a test's own
+  expressions: ``e`` units, with values bound as names.
 - Assert tests (anything that is not an I/O form) run here. Each one that
   completes sends its own secret marker, and the job must finish with the end
   marker. Their code arrives compiled by the manager with comparisons,
@@ -17,11 +20,12 @@ candidate's code has run, nothing in this process can be trusted, so:
   not reach them), and ``sys.settrace``/``sys.setprofile`` are disabled (a
   trace function can rewrite a guard's local variables). This stops the known
   reward hacks, but code that introspects this process (gc, closures, ctypes)
-  can still find a marker: prefer I/O-form tests where it matters.
+  can still find a marker, so results mark these tests forgeable.
 
 Records sent to the manager (framed, see protocol.py): ``TAG\\tindex\\ttext`` with
 TAG one of S (syntax error), X (candidate code failed before the tests),
 R (I/O result repr), E (unit raised or returned an unsupported value),
+U (a clean job's expression has a value that is not plain),
 P (assert unit passed, with its marker), F (assert unit failed), END.
 """
 
@@ -53,7 +57,9 @@ _str, _bytes, _list, _tuple, _dict = str, bytes, list, tuple, dict
 _set, _frozenset, _range, _NoneType = set, frozenset, range, type(None)
 _int_repr, _float_repr = int.__repr__, float.__repr__
 _str_repr, _bytes_repr = str.__repr__, bytes.__repr__
-_exec, _compile, _isinstance = exec, compile, isinstance
+_exec, _eval, _compile, _isinstance = exec, eval, compile, isinstance
+_WRAPS = {"list": list, "tuple": tuple, "sorted": sorted, "set": set, "frozenset": frozenset,
+          "len": len}
 _enumerate, _all, _vars, _type_type = enumerate, all, vars, type
 _BaseException, _SystemExit = BaseException, SystemExit
 _MemoryError, _RecursionError, _ValueError = MemoryError, RecursionError, ValueError
@@ -397,26 +403,37 @@ def run_job(code_src: str, entry: str | None, units: list, report_pass, report_e
     clones: dict = {}
     for i, u in _enumerate(units):
         if u[0] == "i":
-            _, name, args, kwargs = u
+            _, name, args, kwargs, wrap = u
             fn = g.get(name, _PRISTINE_BUILTINS.get(name))
             if fn is None:
                 _send("E", i, f"name {name!r} is not defined")
                 continue
             try:
                 value = fn(*args, **kwargs)
+                if wrap:
+                    value = _WRAPS[wrap](value)
             except _BaseException as e:
                 _send("E", i, describe(e))
                 continue
-            try:
-                text = serialize(value)
-            except Unsupported as e:
-                _send("E", i, e.args[0])
-                continue
-            except (_RecursionError, _MemoryError) as e:
-                _send("E", i, "could not serialize the result: " + describe(e))
-                continue
+            _send_value(i, value, "E")
             del value
-            _send("R", i, text)
+        elif u[0] == "e":
+            # A clean job (checks.py: no candidate code ran in this process)
+            # evaluating a test's own expression.
+            _, expr, bindings, modules, truth = u
+            try:
+                env = _dict(bindings)
+                env["__builtins__"] = builtins
+                for alias, module in modules:
+                    env[alias] = _real_import(module)
+                value = _eval(expr, env)
+                if truth:
+                    value = _bool(value)
+            except _BaseException as e:
+                _send("E", i, describe(e))
+                continue
+            _send_value(i, value, "U")
+            del value
         else:
             test_code = u[1]     # compiled with guards by the manager (checks.py)
             try:
@@ -427,6 +444,18 @@ def run_job(code_src: str, entry: str | None, units: list, report_pass, report_e
             report_pass(i)
     _flush_std()
     report_end()
+
+
+def _send_value(i: int, value, unsupported_tag: str) -> None:
+    try:
+        text = serialize(value)
+    except Unsupported as e:
+        _send(unsupported_tag, i, e.args[0])
+        return
+    except (_RecursionError, _MemoryError) as e:
+        _send("E", i, "could not serialize the result: " + describe(e))
+        return
+    _send("R", i, text)
 
 
 def _flush_std() -> None:

@@ -45,6 +45,7 @@ class ExecutionResult:
     error: str | None = field(default=None, metadata={"help": "short reason when not passed"})
     duration_s: float = field(default=0.0, metadata={"help": "wall time of the job in the worker"})
     output: str = field(default="", metadata={"help": "first 2 KB of the job's stdout/stderr"})
+    forgeable: list = field(default_factory=list, metadata={"help": "one bool per test: True where the verdict was reached inside the candidate's process (assert mode), which code that introspects its own process can forge; empty when nothing ran"})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +54,11 @@ class ExecutionResult:
         """Exactly n booleans, one per test given: a job that crashed before reporting them all fails the rest."""
         results = [bool(r) for r in list(self.test_results or [])[:n]]
         return results + [False] * (n - len(results))
+
+    def forgeable_at(self, n: int) -> list:
+        """Exactly n booleans, one per test given: True for a test whose verdict is forgeable."""
+        flags = [bool(f) for f in list(self.forgeable or [])[:n]]
+        return flags + [False] * (n - len(flags))
 
 
 @dataclass
@@ -340,7 +346,8 @@ class Sandbox:
                                    f"sandbox worker died ({e}); it was restarted")
         return ExecutionResult(passed=resp["status"] == "ok", test_results=resp["test_results"],
                                status=resp["status"], error=resp["error"],
-                               duration_s=resp["duration_s"], output=resp["output"])
+                               duration_s=resp["duration_s"], output=resp["output"],
+                               forgeable=resp.get("forgeable", []))
 
     def _restart(self, w: _Worker) -> None:
         w.kill()

@@ -66,6 +66,8 @@ class JobState:
         self.markers = markers        # unit index -> secret
         self.end_marker = end_marker
         self.unit_res: list = [None] * len(units)
+        self.values: dict = {}        # unit index -> parsed value ("value" calls, clean jobs)
+        self.unsupported: set = set()  # clean-job units whose value is not plain
         self.syntax_error: str | None = None
         self.exec_error: str | None = None
         self.end_ok = False
@@ -104,10 +106,19 @@ class JobState:
             self.unit_res[i] = (False, "more than one result for the same test (forged)")
             return
         kind = self.units[i][0]
-        if tag == "R" and kind == "i":
+        if tag == "R" and (kind == "e" or (kind == "i" and self.calls[i].expect == "value")):
+            try:
+                self.values[i] = checks.parse_value(text)
+                self.unit_res[i] = (True, "")
+            except checks.ValueParseError as e:
+                self.unit_res[i] = (False, str(e))
+        elif tag == "R" and kind == "i":
             self.unit_res[i] = checks.check_call(self.calls[i], text)
         elif tag == "E":
             self.unit_res[i] = (False, f"{self.calls[i].source}: {text}" if kind == "i" else text)
+        elif tag == "U" and kind == "e":
+            self.unsupported.add(i)
+            self.unit_res[i] = (False, text)
         elif tag == "P" and kind == "a":
             ok = hmac.compare_digest(text.encode(), self.markers[i].encode())
             self.unit_res[i] = (True, "") if ok else (False, "wrong pass marker (forged)")
@@ -166,6 +177,7 @@ class Manager:
     def __init__(self, cfg: dict):
         self.cfg = cfg
         self.plan_cache: dict = {}
+        self.verdict_cache: dict = {}
         self.notes: list[str] = []
         self.level = isolation.LEVEL_RLIMITS
         self.uid = isolation.UID_BASE + os.getpid()
@@ -279,15 +291,94 @@ class Manager:
             raise WorkerBroken("fork-server failed to start")
 
     # ---- jobs -----------------------------------------------------------
-    def plan(self, test) -> checks.TestPlan:
-        if isinstance(test, str):
-            p = self.plan_cache.get(test)
-            if p is None:
-                if len(self.plan_cache) > _PLAN_CACHE_MAX:
-                    self.plan_cache.clear()
-                p = self.plan_cache[test] = checks.plan_test(test)
-            return p
-        return checks.plan_test(test)
+    def plan(self, test, entry: str | None) -> checks.TestPlan:
+        """The test's plan, its free expressions computed (once per test and entry point)."""
+        if not isinstance(test, str):
+            return checks.plan_test(test)
+        key = (test, entry)
+        p = self.plan_cache.get(key)
+        if p is None:
+            if len(self.plan_cache) > _PLAN_CACHE_MAX:
+                self.plan_cache.clear()
+            p = checks.plan_test(test, entry)
+            if p.prep:
+                p = checks.resolve(p, self.evaluate_clean([(e, {}) for e in p.prep]))
+            self.plan_cache[key] = p
+        return p
+
+    def evaluate_clean(self, exprs: list) -> list:
+        """Evaluate (CleanExpr, bindings) pairs in a clean job: one that runs no candidate code.
+
+        Returns ("ok", value), ("raised", why) or ("unsupported", why) per
+        expression. Values cross into the job by marshal and back through the
+        job's serializer and checks.parse_value, as a candidate's results do.
+        """
+        units = [("e", e.code, bindings, e.modules, e.truth) for e, bindings in exprs]
+        state = JobState(units, {}, {}, secrets.token_hex(16))
+        timeout = float(self.cfg["timeout_s"])
+        killed, status, _, _ = self.execute(pack(marshal.dumps({
+            "code": "", "entry": None, "units": units, "end": state.end_marker,
+            "limits": self.job_limits(timeout)})), state, timeout)
+        cut_short = killed or ("memory limit exceeded" if state.memory else _describe_exit(status))
+        out = []
+        for i in range(len(units)):
+            if i in state.values:
+                out.append(("ok", state.values[i]))
+            elif i in state.unsupported:
+                out.append(("unsupported", state.unit_res[i][1]))
+            elif state.unit_res[i] is not None:
+                out.append(("raised", state.unit_res[i][1]))
+            else:
+                out.append(("raised", f"nothing ({cut_short})"))
+        return out
+
+    def job_limits(self, timeout: float) -> dict:
+        return {"memory_mb": self.cfg["memory_mb"], "cpu_s": math.ceil(timeout) + 1,
+                "file_mb": self.cfg["max_file_mb"], "max_procs": self.cfg["max_procs"]}
+
+    def judge(self, plans: list, owner: list, state: JobState) -> list:
+        """Per test, (passed, why) from its Verdicts, or None for a test without any.
+
+        A test's verdicts are decided once all its calls have reported: one
+        clean job per test evaluates them with the returned values bound, so
+        one test's expressions never share a process with another's. A call
+        that raised, or returned a value that is not plain, is left unbound:
+        the assert fails if it uses it (not if `or` skips it).
+        """
+        judged = [None] * len(plans)
+        for k, p in enumerate(plans):
+            if not p.verdicts or any(state.unit_res[u] is None for u in owner[k]):
+                continue
+            base = owner[k][0]        # a plan's calls are consecutive units
+            direct = [u for c, u in zip(p.calls, owner[k]) if c.expect != "value"]
+            if not all(state.unit_res[u][0] for u in direct):
+                continue              # a direct check already failed the test
+            exprs = [(v.expr, {checks.value_name(j): state.values[base + c]
+                               for j, c in enumerate(v.calls) if base + c in state.values})
+                     for v in p.verdicts]
+            key = (p.source, marshal.dumps([sorted(b.items()) for _, b in exprs]))
+            outcomes = self.verdict_cache.get(key)
+            if outcomes is None:
+                if len(self.verdict_cache) > _PLAN_CACHE_MAX:
+                    self.verdict_cache.clear()
+                outcomes = self.verdict_cache[key] = self.evaluate_clean(exprs)
+            judged[k] = (True, "")
+            for v, (status, got), (_, bound) in zip(p.verdicts, outcomes, exprs):
+                if status == "ok" and got is True:
+                    continue
+                missing = [state.unit_res[base + c][1] for j, c in enumerate(v.calls)
+                           if checks.value_name(j) not in bound]
+                if missing:
+                    why = missing[0]
+                elif status == "ok":
+                    shown = ", ".join(f"{p.calls[c].func}(...) = {checks.short_repr(bound[checks.value_name(j)])}"
+                                      for j, c in enumerate(v.calls))
+                    why = f"{v.source}: false with {shown}"
+                else:
+                    why = f"{v.source}: {got}"
+                judged[k] = (False, why)
+                break
+        return judged
 
     def handle(self, req: dict) -> dict:
         t0 = time.monotonic()
@@ -303,7 +394,11 @@ class Manager:
             return _result("failed", [False] * len(tests),
                            f"code longer than {self.cfg['max_code_chars']} characters", t0)
 
-        plans = [self.plan(t) for t in tests]
+        entry = req.get("entry_point") or None
+        plans = [self.plan(t, entry) for t in tests]
+        if all(p.kind == "invalid" for p in plans):
+            return _result("error", [False] * len(tests),
+                           "no valid test: " + plans[0].reason, t0)
         units, calls, markers, owner = [], {}, {}, []
         for k, p in enumerate(plans):
             mine = []
@@ -311,25 +406,23 @@ class Manager:
                 for c in p.calls:
                     calls[len(units)] = c
                     mine.append(len(units))
-                    units.append(("i", c.func, c.args, c.kwargs))
+                    units.append(("i", c.func, c.args, c.kwargs, c.wrap))
             elif p.kind == "assert":
                 markers[len(units)] = secrets.token_hex(16)
                 mine.append(len(units))
                 units.append(("a", p.code, markers[len(units)]))
             owner.append(mine)
-        if not units:
-            return _result("error", [False] * len(tests),
-                           "no valid test: " + plans[0].reason, t0)
 
         state = JobState(units, calls, markers, secrets.token_hex(16))
         payload = marshal.dumps({
-            "code": code, "entry": req.get("entry_point") or None, "units": units,
-            "end": state.end_marker,
-            "limits": {"memory_mb": self.cfg["memory_mb"], "cpu_s": math.ceil(timeout) + 1,
-                       "file_mb": self.cfg["max_file_mb"], "max_procs": self.cfg["max_procs"]}})
+            "code": code, "entry": entry, "units": units, "end": state.end_marker,
+            "limits": self.job_limits(timeout)})
         killed, status, out_head, out_total = self.execute(pack(payload), state, timeout)
-        return self.verdict(plans, owner, state, killed, status, out_head, out_total,
+        judged = self.judge(plans, owner, state)
+        resp = self.verdict(plans, owner, judged, state, killed, status, out_head, out_total,
                             timeout, t0)
+        resp["forgeable"] = [p.forgeable for p in plans]
+        return resp
 
     def execute(self, payload: bytes, state: JobState, timeout: float):
         """Run one job through the fork-server; returns what happened."""
@@ -461,8 +554,8 @@ class Manager:
                 remove_tree(self.jobdir)
         return killed, status, bytes(out_head), out_total
 
-    def verdict(self, plans, owner, state: JobState, killed, status, out_head, out_total,
-                timeout, t0) -> dict:
+    def verdict(self, plans, owner, judged, state: JobState, killed, status, out_head,
+                out_total, timeout, t0) -> dict:
         n = len(plans)
         exit_desc = _describe_exit(status)
         exit_code = os.waitstatus_to_exitcode(status) if status is not None else None
@@ -477,16 +570,19 @@ class Manager:
                 reasons.append(p.reason)
                 continue
             ok, why = True, ""
-            for u in owner[k]:
+            for j, u in enumerate(owner[k]):
                 r = state.unit_res[u]
                 if r is None:
                     ok, why = False, "no result"
                     if first_missing is None:
                         first_missing = k
                     break
-                if not r[0]:
+                # a call whose value only a verdict uses: the verdict decides (judge())
+                if not r[0] and not (p.kind == "io" and p.calls[j].expect == "value"):
                     ok, why = False, r[1]
                     break
+            if ok and p.verdicts:
+                ok, why = judged[k] or (False, "no verdict")
             results.append(ok)
             reasons.append(why)
 

@@ -191,10 +191,13 @@ def test_io_mode_float_tolerance_and_containers(sb):
 def test_io_forms():
     assert plan_test("assert f(1, [2, 3]) == 6").kind == "io"
     assert plan_test("assert 6 == f(1, k=[2])").kind == "io"
-    for t in ("assert f(1)", "assert not f(1)", "assert f(1) is None", "assert f(1) != 2"):
+    for t in ("assert f(1)", "assert not f(1)", "assert f(1) is None", "assert f(1) != 2",
+              "assert abs(f(1) - 2) < 1e-6", "x = 1\nassert f(x) == 1", "assert f(3 * 2) == max(1, 2)",
+              "for i in range(3):\n    assert f(i) == i", "import math\nassert math.isclose(f(1), 2)"):
         assert plan_test(t).kind == "io", t
-    for t in ("assert f(x) == 1", "assert abs(f(1) - 2) < 1e-6", "x = 1\nassert f(x) == 1",
-              "assert f(*[1]) == 1"):
+    for t in ("assert f(x) == 1", "assert f(*[1]) == 1", "y = f(1)\nassert y == 1",
+              "assert all(f(i) == i for i in range(3))", "assert f.__name__ == 'f'",
+              "for i in range(1000):\n    assert f(i) == i", "assert f(f(1)) == 1"):
         assert plan_test(t).kind == "assert", t
     assert plan_test("assert (").kind == "invalid"
 

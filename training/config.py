@@ -201,6 +201,12 @@ class TrainingConfig:
         "Subtracted from the CURE reward of each test the reference solution fails (0 = CURE as published); "
         "see rewards.discriminator_tests for what 0.5 did.",
     )
+    allow_forgeable_tests: bool = _f(
+        False,
+        "Let tests that the sandbox can only check inside the candidate's process (assert mode, which code that "
+        "reads its own memory can forge; docs/sandbox.md) count in rewards. False: rewards leave them out, and "
+        "forgeable_tests_excluded counts them.",
+    )
     rewards: RewardConfig = _f(RewardConfig(), "Reward weights.")
     warmup: WarmupConfig = _f(WarmupConfig(), "Supervised warm-up.")
     sandbox: SandboxConfig = _f(SandboxConfig(), "Sandbox limits.")

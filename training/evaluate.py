@@ -113,6 +113,9 @@ def evaluate_samples(problems: list, samples_per_problem: list, sandbox, ks=(1,)
             "passed": passed,
             "test_pass_rate": sum(fractions) / len(fractions) if fractions else 0.0,
             "status": [str(getattr(r, "status", "")) for r in per_sample],
+            # tests whose verdict the sandbox reached inside the candidate's process (assert mode)
+            "forgeable_tests": sum(any(flags) for flags in zip(*(r.forgeable_at(n_tests) for r in per_sample)))
+            if per_sample else 0,
         })
         if keep_samples:
             rows[-1]["completions"] = [humaneval_completion(p, code) for code in codes]
@@ -175,6 +178,7 @@ def summarize(rows: list, ks=(1,)) -> dict:
     for k in usable:
         out[f"pass@{k}"] = float(np.mean([pass_at_k(r["n"], r["c"], k) for r in rows]))
     out["test_pass_rate"] = float(np.mean([r["test_pass_rate"] for r in rows]))
+    out["forgeable_problems"] = sum(bool(r.get("forgeable_tests")) for r in rows)
     out["problems"] = rows
     return out
 
@@ -447,6 +451,9 @@ def to_markdown(report: dict) -> str:
     if validity:
         other = "without" if report.get("test_agreement", True) else "with"
         cols += ["discriminator test validity", "its tests per problem", f"validity {other} agreement"]
+    forgeable = any(r.get("forgeable_problems") for r in report["results"])
+    if forgeable:
+        cols.append("problems with forgeable tests")
     lines = [f"Evaluation of {title}", "", "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in report["results"]:
         cells = [f"`{r['source']}`", str(r["num_problems"]), str(r.get("n", 0))]
@@ -459,6 +466,8 @@ def to_markdown(report: dict) -> str:
             tv = r.get("tests") or {}
             om = tv.get("other_merge") or {}
             cells += [_fmt(tv.get("test_validity")), _fmt(tv.get("tests_per_problem")), _fmt(om.get("test_validity"))]
+        if forgeable:
+            cells.append(str(r.get("forgeable_problems", 0)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -34,7 +34,8 @@ class TestBatch:
     samples_per_problem: int
     tests: list  # per problem: unique tests pooled from its samples
     sample_tests: list  # per sample: its tests
-    passes_reference: list  # per problem: list[bool] per pooled test
+    passes_reference: list  # per problem: list[bool] per pooled test (False for a forgeable one left out)
+    forgeable: list = field(default_factory=list)  # per problem: list[bool] per pooled test
     candidate_results: list = field(default_factory=list)  # per problem: G lists of bool per pooled test
 
     @classmethod
@@ -46,7 +47,7 @@ class TestBatch:
             rollout=Rollout.cat([b.rollout for b in batches]),
             samples_per_problem=batches[0].samples_per_problem,
             **{name: [x for b in batches for x in getattr(b, name)]
-               for name in ("tests", "sample_tests", "passes_reference", "candidate_results")},
+               for name in ("tests", "sample_tests", "passes_reference", "forgeable", "candidate_results")},
         )
 
     def valid_results(self) -> list:
@@ -71,8 +72,9 @@ class StageBatch:
     rewards: list = field(default_factory=list)  # N floats in [0, 1]
     terms: dict = field(default_factory=dict)  # name -> N values (None = not applicable)
     # Code stage only:
-    reference_results: list = field(default_factory=list)  # N lists of bool
+    reference_results: list = field(default_factory=list)  # N lists of bool, on the tests rewards may use
     test_batch: TestBatch | None = None  # the test writer's rollout and CURE data
+    forgeable_tests_excluded: int = 0  # forgeable tests (reference and the writer's) rewards left out
 
     @property
     def is_code(self) -> bool:
@@ -99,6 +101,7 @@ class StageBatch:
             terms=terms,
             reference_results=[r for b in batches for r in b.reference_results],
             test_batch=TestBatch.cat(tests) if all(t is not None for t in tests) else None,
+            forgeable_tests_excluded=sum(b.forgeable_tests_excluded for b in batches),
         )
 
     def per_completion(self, values: list) -> list:
@@ -114,11 +117,14 @@ class StageBatch:
         if self.is_code:
             # the batch's share of candidates passing every reference test it was scored on
             row["train_pass_rate"] = float(np.mean([bool(r) and all(r) for r in self.reference_results]))
+            row["forgeable_tests_excluded"] = self.forgeable_tests_excluded
             tb = self.test_batch
             if tb is not None:
                 flat = [ok for per in tb.passes_reference for ok in per]
                 row["test_validity"] = float(np.mean(flat)) if flat else 0.0
                 row["tests_per_problem"] = len(flat) / len(self.problems)
+                forgeable = [f for per in tb.forgeable for f in per]
+                row["test_writer_forgeable_share"] = float(np.mean(forgeable)) if forgeable else 0.0
         lengths = self.rollout.completion_mask.sum(dim=1).float()
         row["completion_length"] = lengths.mean().item()
         return row
@@ -197,16 +203,37 @@ class Rollouts:
                 jobs.append((batch.completions[b * G + g], list(problem.tests) + extra, problem.entry_point))
         results = self.sandbox.run_batch(jobs)
         batch.reference_results = []
+        batch.forgeable_tests_excluded = 0
         if tests_batch:
             tests_batch.candidate_results = [[] for _ in batch.problems]
-        for n, result in enumerate(results):
-            problem_index = n // G
-            n_ref = len(batch.problems[problem_index].tests)
-            outcome = result.outcomes(len(jobs[n][1]))
-            batch.reference_results.append(outcome[:n_ref])
+            if not self.config.allow_forgeable_tests:
+                batch.forgeable_tests_excluded = sum(f for per in tests_batch.forgeable for f in per)
+        for b, problem in enumerate(batch.problems):
+            n_ref = len(problem.tests)
+            group = results[b * G:(b + 1) * G]
+            reference, excluded = self.trusted_outcomes(group, n_ref)
+            batch.reference_results.extend(reference)
+            batch.forgeable_tests_excluded += excluded
             if tests_batch:
-                tests_batch.candidate_results[problem_index].append(outcome[n_ref:])
+                n_all = len(jobs[b * G][1])
+                tests_batch.candidate_results[b] = [r.outcomes(n_all)[n_ref:] for r in group]
         batch.test_batch = tests_batch
+
+    def trusted_outcomes(self, results: list, n: int) -> tuple[list, int]:
+        """Each result's outcomes on the first n tests, less the forgeable ones unless the config allows them.
+
+        Forgeability belongs to a test, not to a candidate: a test that any
+        of `results` ran in assert mode is left out of all of them, so that
+        every candidate is scored on the same tests. Also returns how many
+        tests were left out.
+        """
+        outcomes = [r.outcomes(n) for r in results]
+        if self.config.allow_forgeable_tests:
+            return outcomes, 0
+        forgeable = [any(flags) for flags in zip(*(r.forgeable_at(n) for r in results))] if results else []
+        if not any(forgeable):
+            return outcomes, 0
+        return [[o for o, f in zip(row, forgeable) if not f] for row in outcomes], sum(forgeable)
 
     def write_tests(self, problems: list) -> TestBatch:
         """The test writer samples T completions per problem; pooled tests are checked on the reference."""
@@ -227,8 +254,16 @@ class Rollouts:
         validation = iter(self.sandbox.run_batch(
             [(p.reference_solution, pool, p.entry_point) for p, pool in zip(problems, pooled) if pool]
         ))
-        passes_reference = [next(validation).outcomes(len(pool)) if pool else [] for pool in pooled]
-        return TestBatch(rollout=ro, samples_per_problem=T, tests=pooled, sample_tests=sample_tests, passes_reference=passes_reference)
+        passes_reference, forgeable = [], []
+        for pool in pooled:
+            result = next(validation) if pool else None
+            passes_reference.append(result.outcomes(len(pool)) if pool else [])
+            forgeable.append(result.forgeable_at(len(pool)) if pool else [])
+        if not self.config.allow_forgeable_tests:  # a forgeable test counts as invalid: no reward uses it
+            passes_reference = [[ok and not f for ok, f in zip(oks, flags)]
+                                for oks, flags in zip(passes_reference, forgeable)]
+        return TestBatch(rollout=ro, samples_per_problem=T, tests=pooled, sample_tests=sample_tests,
+                         passes_reference=passes_reference, forgeable=forgeable)
 
     def lookahead(self, batch: StageBatch) -> list:
         """Complete each candidate's chain greedily to code; the pass fraction on the reference tests."""
@@ -236,4 +271,9 @@ class Rollouts:
         starts = [prefix + [text] for prefix, text in zip(batch.per_completion(batch.prefixes), batch.completions)]
         chains = self.generate_chains(problems, upto=NUM_STAGES, start=starts)
         results = self.sandbox.run_batch([(c[-1], p.tests, p.entry_point) for c, p in zip(chains, problems)])
-        return [pass_fraction(r.outcomes(len(p.tests))) for r, p in zip(results, problems)]
+        G = batch.group_size
+        fractions = []
+        for b, problem in enumerate(batch.problems):
+            outcomes, _ = self.trusted_outcomes(results[b * G:(b + 1) * G], len(problem.tests))
+            fractions.extend(pass_fraction(o) for o in outcomes)
+        return fractions
