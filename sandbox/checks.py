@@ -257,7 +257,7 @@ class _Lifter(ast.NodeTransformer):
     def _require_free(self, node):
         """node is evaluated before the call: it may name builtins and modules only."""
         inner = _Lifter(self.scope)
-        inner.visit(_copy(node))
+        inner.visit(node)              # rewrites only a nested candidate call, which ends planning
         if inner.calls or any(isinstance(n, ast.Name) and n.id in self.local for n in ast.walk(node)):
             raise _NotIo
         self.modules.update(inner.modules)
@@ -281,7 +281,7 @@ class _PlanBuilder:
         code = compile(tree, "<test>", "eval", dont_inherit=True)
         return CleanExpr(code, tuple(sorted(modules.items())), truth)
 
-    def _value(self, node, modules: dict):
+    def _value(self, node):
         """A literal's value, or a Free placeholder for a clean job to compute."""
         try:
             return _literal(node)
@@ -289,28 +289,65 @@ class _PlanBuilder:
             self.prep.append(self._clean(node, _used_modules(node, self.scope)))
             return Free(len(self.prep) - 1)
 
+    def _literal_call(self, node, span: tuple, expect: str, value=None) -> bool:
+        """The common `f(<literals>) == <literal>` shapes without the general walk; False if not one."""
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and self.scope.kind(node.func.id, frozenset()) == "candidate"):
+            return False
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+            return False
+        try:
+            args = tuple(_literal(a) for a in node.args)
+            kwargs = {k.arg: _literal(k.value) for k in node.keywords}
+        except ValueError:
+            return False
+        name = self.scope.rename.get(node.func.id, node.func.id)
+        self.calls.append(IoCall(name, args, kwargs, expect, value, self.text, span))
+        return True
+
+    def _fast(self, test: ast.expr, span: tuple) -> bool:
+        if isinstance(test, ast.Call):
+            return self._literal_call(test, span, "truthy")
+        if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+            return self._literal_call(test.operand, span, "falsy")
+        if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], (ast.Eq, ast.NotEq)):
+            expect = "eq" if isinstance(test.ops[0], ast.Eq) else "ne"
+            for call, other in ((test.left, test.comparators[0]), (test.comparators[0], test.left)):
+                if isinstance(call, ast.Call) and not isinstance(other, ast.Call):
+                    try:
+                        value = _literal(other)
+                    except ValueError:
+                        return False
+                    return self._literal_call(call, span, expect, value)
+        return False
+
     def add(self, test: ast.expr, span: tuple) -> None:
-        """One assert's condition, and its position in the test text."""
+        """One assert's condition (rewritten in place), and its position in the test text."""
+        if self._fast(test, span):
+            return
         lifter = _Lifter(self.scope)
-        cond = lifter.visit(_copy(test))
+        cond = lifter.visit(test)
         if not lifter.calls:           # decided without the candidate: once, in the prep job
             self.prep.append(self._clean(cond, lifter.modules, truth=True))
             return
         first = len(self.calls)
         for name, call, wrap in lifter.calls:
-            args = tuple(self._value(a, lifter.modules) for a in call.args)
-            kwargs = {k.arg: self._value(k.value, lifter.modules) for k in call.keywords}
+            args = tuple(self._value(a) for a in call.args)
+            kwargs = {k.arg: self._value(k.value) for k in call.keywords}
             self.calls.append(IoCall(name, args, kwargs, "value", None, self.text, span, wrap))
-        verdict = Verdict(self._clean(cond, lifter.modules, truth=True),
-                          tuple(range(first, len(self.calls))), self.text, span)
+
+        def verdict():
+            return Verdict(self._clean(cond, lifter.modules, truth=True),
+                           tuple(range(first, len(self.calls))), self.text, span)
+
         direct = _direct_form(cond) if len(lifter.calls) == 1 else None
         if direct is None:
-            self.verdicts.append(verdict)
+            self.verdicts.append(verdict())
             return
         expect, other = direct
-        value = other if expect in ("truthy", "falsy", "is", "isnot") else self._value(other, lifter.modules)
+        value = other if expect in ("truthy", "falsy", "is", "isnot") else self._value(other)
         self.calls[first] = replace(self.calls[first], expect=expect, value=value,
-                                    fallback=verdict if isinstance(value, Free) else None)
+                                    fallback=verdict() if isinstance(value, Free) else None)
 
     def plan(self) -> TestPlan:
         return TestPlan("io", calls=tuple(self.calls), verdicts=tuple(self.verdicts),
@@ -528,6 +565,7 @@ def plan_test(test, entry_point: str | None = None) -> TestPlan:
             pass
         except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError):
             pass
+        tree = ast.parse(test)         # planning rewrote the asserts in place
     return _assert_plan(test, tree)
 
 
