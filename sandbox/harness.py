@@ -421,6 +421,9 @@ def run_job(code_src: str, entry: str | None, units: list, report_pass, report_e
             # A clean job (checks.py: no candidate code ran in this process)
             # evaluating a test's own expression.
             _, expr, bindings, modules, truth = u
+            if code_src:
+                _send("E", i, "expressions are evaluated only in clean jobs")
+                continue
             try:
                 env = _dict(bindings)
                 env["__builtins__"] = builtins

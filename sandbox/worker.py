@@ -336,7 +336,7 @@ class Manager:
         return {"memory_mb": self.cfg["memory_mb"], "cpu_s": math.ceil(timeout) + 1,
                 "file_mb": self.cfg["max_file_mb"], "max_procs": self.cfg["max_procs"]}
 
-    def judge(self, plans: list, owner: list, state: JobState) -> list:
+    def judge(self, plans: list, owner: list, state: JobState, entry: str | None) -> list:
         """Per test, (passed, why) from its Verdicts, or None for a test without any.
 
         A test's verdicts are decided once all its calls have reported: one
@@ -356,7 +356,7 @@ class Manager:
             exprs = [(v.expr, {checks.value_name(j): state.values[base + c]
                                for j, c in enumerate(v.calls) if base + c in state.values})
                      for v in p.verdicts]
-            key = (p.source, marshal.dumps([sorted(b.items()) for _, b in exprs]))
+            key = (p.source, entry, marshal.dumps([sorted(b.items()) for _, b in exprs]))
             outcomes = self.verdict_cache.get(key)
             if outcomes is None:
                 if len(self.verdict_cache) > _PLAN_CACHE_MAX:
@@ -368,11 +368,11 @@ class Manager:
                     continue
                 missing = [state.unit_res[base + c][1] for j, c in enumerate(v.calls)
                            if checks.value_name(j) not in bound]
-                if missing:
-                    why = missing[0]
+                if status == "raised" and missing:
+                    why = missing[0]          # the assert used a call that raised
                 elif status == "ok":
                     shown = ", ".join(f"{p.calls[c].func}(...) = {checks.short_repr(bound[checks.value_name(j)])}"
-                                      for j, c in enumerate(v.calls))
+                                      for j, c in enumerate(v.calls) if checks.value_name(j) in bound)
                     why = f"{v.source}: false with {shown}"
                 else:
                     why = f"{v.source}: {got}"
@@ -418,7 +418,7 @@ class Manager:
             "code": code, "entry": entry, "units": units, "end": state.end_marker,
             "limits": self.job_limits(timeout)})
         killed, status, out_head, out_total = self.execute(pack(payload), state, timeout)
-        judged = self.judge(plans, owner, state)
+        judged = self.judge(plans, owner, state, entry)
         resp = self.verdict(plans, owner, judged, state, killed, status, out_head, out_total,
                             timeout, t0)
         resp["forgeable"] = [p.forgeable for p in plans]

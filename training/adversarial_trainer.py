@@ -7,7 +7,8 @@ One RL iteration of stage k, in named steps:
                                               # (dynamic_sampling: more of both until the batch has spread)
     adv     = compute_advantages(rewards)     # group-relative, zero-spread groups skipped
     update_generator(batch, adv)              # clipped PG over completion tokens + KL
-    update_discriminator(batch)               # BCE scoring head; CURE test writer at the code stage
+    update_discriminator(batch)               # BCE scoring head (gold vs generated, or the outcome
+                                              # judge, judge.py); CURE test writer at the code stage
 
 The parts live beside it: `warmup.py` (supervised warm-up), `rollout.py`
 (sampling, prefixes, sandbox execution), `rewards.py` (the registry),
@@ -32,6 +33,7 @@ from training.build import spread
 from training.config import TrainingConfig
 from training.distributed import Distributed
 from training.errors import UserError
+from training.judge import JUDGED_STAGES, StageJudge
 from training.losses import (
     compute_advantages, discriminator_modules, group_spread, policy_update, scoring_head_step, trainable_parameters,
 )
@@ -73,6 +75,8 @@ class AdversarialTrainer:
                               report_to=config.report_to, run_config=config.to_dict())
         self.rollouts = Rollouts(generator, discriminator, sandbox, config, self.dist)
         self.sampler = None  # the current stage's ProblemSampler
+        self.judge = (StageJudge(discriminator, self.discriminator_optimizer, self.rollouts, config, self.dist, self.log)
+                      if config.judge.target == "outcome" and config.use_discriminator else None)
 
     # ================================================================== public API
     def train(self, problems: list, eval_problems: list | None = None) -> dict:
@@ -107,6 +111,10 @@ class AdversarialTrainer:
             problems, config.problem_sampling, config.problems_per_batch, config.seed, self.global_step, self.dist
         )
         history = []
+        if self.judge is not None and stage_id in JUDGED_STAGES:
+            seeded = self.judge.prepare(problems)
+            if seeded:
+                self.log.write({"stage": stage_id, **seeded, "global_step": self.global_step})
         iterations = config.iterations(stage_id)
         bar = self.log.progress_bar(iterations, f"stage {stage_id}")
         for iteration in range(iterations):
@@ -139,6 +147,9 @@ class AdversarialTrainer:
             bar.set_postfix(reward=f"{row['reward']:.3f}", pass_rate=f"{row.get('train_pass_rate', float('nan')):.2f}")
         bar.close()
         metrics = stage_metrics(stage_id, history, time.time() - stage_start, time.time() - self.start_time)
+        if self.judge is not None and stage_id in JUDGED_STAGES:
+            metrics["judge"] = self.judge.quality(stage_id)
+            self.log.write({"stage": stage_id, **metrics["judge"], "global_step": self.global_step})
         if eval_problems:
             metrics["eval"] = self.evaluate(eval_problems)
         self.log.message(f"stage {stage_id}: " + stage_summary(metrics))
@@ -271,9 +282,11 @@ class AdversarialTrainer:
                     loss_type=c.loss_type, epsilon_high=c.epsilon_high, importance_sampling_level=c.importance_sampling_level)
 
     def update_discriminator(self, batch: StageBatch) -> dict:
-        """The scoring head on reference vs generated stage texts; the test writer at the code stage."""
+        """The scoring head (gold vs generated, or the outcome judge); the test writer at the code stage."""
+        if self.judge is not None:
+            self.judge.observe(batch.labelled)
         if not batch.is_code:
-            return self._update_scoring_head(batch)
+            return self.judge.step() if self.judge is not None else self._update_scoring_head(batch)
         return self._update_test_writer(batch) if batch.test_batch is not None else {}
 
     def _update_scoring_head(self, batch: StageBatch) -> dict:

@@ -4,7 +4,7 @@
     config = TrainingConfig.from_yaml("configs/default.yaml")
     config = config.with_overrides(["--iterations_per_stage=4", "--sandbox.workers=1"])
 
-Nested sections (`warmup`, `rewards`, `sandbox`, `lora`) are dataclasses of
+Nested sections (`warmup`, `judge`, `rewards`, `sandbox`, `lora`) are dataclasses of
 their own and take dotted keys on the command line; `sandbox` is the
 sandbox's own `SandboxConfig`, so every limit it has is a key here and its
 checks are the only ones. Values from YAML and from
@@ -96,6 +96,23 @@ class RewardConfig:
         "Stage 5: pass fraction on discriminator tests validated on the reference. With invalid_test_penalty 0.5, "
         "0.25 raised the test writer's validity from 47% to 68% at the same held-out pass@1 (three seeds, docs/experiments.md).",
     )
+
+
+@dataclass
+class JudgeConfig:
+    target: str = _f(
+        "gold",
+        "What the scoring head (the stage 1-4 reward) learns: gold (gold stage texts real, generated ones fake) or "
+        "outcome (the probability that the chain's code passes the reference tests the reward sees, from labelled "
+        "chains; training/judge.py).",
+    )
+    replay_size: int = _f(4096, "outcome: labelled chains kept (the most recent), in training and held out each.")
+    seed_chains: int = _f(
+        256, "outcome: chains sampled, run and labelled when a stage 1-4 starts with an empty replay."
+    )
+    seed_steps: int = _f(60, "outcome: BCE steps on the replay right after seeding it.")
+    batch_size: int = _f(32, "outcome: labelled examples per BCE step.")
+    holdout: float = _f(0.2, "outcome: share of problems (by id) whose chains are never trained on; they give judge_auc.")
 
 
 @dataclass
@@ -209,6 +226,7 @@ class TrainingConfig:
     )
     rewards: RewardConfig = _f(RewardConfig(), "Reward weights.")
     warmup: WarmupConfig = _f(WarmupConfig(), "Supervised warm-up.")
+    judge: JudgeConfig = _f(JudgeConfig(), "The stage judge (the scoring head).")
     sandbox: SandboxConfig = _f(SandboxConfig(), "Sandbox limits.")
     # --- memory ---
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
@@ -270,6 +288,15 @@ class TrainingConfig:
             raise UserError(f"group_size must be at least 2 (advantages are relative to the group), got {self.group_size}")
         if isinstance(self.warmup.tests_per_problem, bool) or self.warmup.tests_per_problem < 0:
             raise UserError(f"warmup.tests_per_problem must be 0 (all) or a positive number, got {self.warmup.tests_per_problem!r}")
+        if self.judge.target not in ("gold", "outcome"):
+            raise UserError(f"judge.target must be gold or outcome, got {self.judge.target!r}")
+        for name in ("replay_size", "batch_size"):
+            if getattr(self.judge, name) < 1:
+                raise UserError(f"judge.{name} must be at least 1, got {getattr(self.judge, name)}")
+        if self.judge.seed_chains < 0 or self.judge.seed_steps < 0:
+            raise UserError("judge.seed_chains and judge.seed_steps must not be negative")
+        if not 0.0 <= self.judge.holdout < 1.0:
+            raise UserError(f"judge.holdout must be in [0, 1), got {self.judge.holdout}")
         if not 0.0 <= self.warmup.stage5_fraction <= 1.0:
             raise UserError(f"warmup.stage5_fraction must be between 0 and 1, got {self.warmup.stage5_fraction}")
         if self.test_writer_reward not in ("mean", "sum"):

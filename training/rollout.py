@@ -6,7 +6,8 @@ earlier ones) and samples G candidates of stage k. At the code stage,
 `execute` has the discriminator write tests (`write_tests`), validates them
 on the reference solution, and runs every candidate on the reference tests
 and on the discriminator's tests in one sandbox batch. `lookahead` completes
-a stage 1-4 candidate's chain to code and runs it.
+a stage 1-4 candidate's chain to code and runs it. Both keep the chains they
+ran, labelled, for the outcome judge (`StageBatch.labelled`, judge.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from models.base import Rollout
 from reasoning.stages import NUM_STAGES, build_prompt, build_test_prompt, extract_tests, get_stage
 from training.chains import generate_chains
+from training.judge import LabelledChain, chain_passed
 from training.rewards import pass_fraction
 
 TESTS_PER_SAMPLE = 3  # asserts per test-writer sample (warm-up examples have the same size)
@@ -75,6 +77,7 @@ class StageBatch:
     reference_results: list = field(default_factory=list)  # N lists of bool, on the tests rewards may use
     test_batch: TestBatch | None = None  # the test writer's rollout and CURE data
     forgeable_tests_excluded: int = 0  # forgeable tests (reference and the writer's) rewards left out
+    labelled: list = field(default_factory=list)  # judge.LabelledChain: chains whose code this batch ran
 
     @property
     def is_code(self) -> bool:
@@ -102,6 +105,7 @@ class StageBatch:
             reference_results=[r for b in batches for r in b.reference_results],
             test_batch=TestBatch.cat(tests) if all(t is not None for t in tests) else None,
             forgeable_tests_excluded=sum(b.forgeable_tests_excluded for b in batches),
+            labelled=[c for b in batches for c in b.labelled],
         )
 
     def per_completion(self, values: list) -> list:
@@ -214,6 +218,8 @@ class Rollouts:
             reference, excluded = self.trusted_outcomes(group, n_ref)
             batch.reference_results.extend(reference)
             batch.forgeable_tests_excluded += excluded
+            batch.labelled += [LabelledChain(problem.id, problem.prompt, tuple(batch.prefixes[b]), chain_passed(o))
+                               for o in reference]
             if tests_batch:
                 n_all = len(jobs[b * G][1])
                 tests_batch.candidate_results[b] = [r.outcomes(n_all)[n_ref:] for r in group]
@@ -276,4 +282,6 @@ class Rollouts:
         for b, problem in enumerate(batch.problems):
             outcomes, _ = self.trusted_outcomes(results[b * G:(b + 1) * G], len(problem.tests))
             fractions.extend(pass_fraction(o) for o in outcomes)
+            batch.labelled += [LabelledChain(problem.id, problem.prompt, tuple(c[:NUM_STAGES - 1]), chain_passed(o))
+                               for c, o in zip(chains[b * G:(b + 1) * G], outcomes)]
         return fractions

@@ -63,7 +63,8 @@ class Warmup:
             stats["warmup_test_writer_loss"] = self.supervised(
                 self.discriminator, [examples], [1.0], wc.test_writer_steps, "warm-up test writer"
             )
-        if config.use_discriminator and wc.scoring_head_steps > 0:
+        if config.use_discriminator and wc.scoring_head_steps > 0 and config.judge.target == "gold":
+            # (the outcome judge learns from labelled chains instead: judge.py)
             stats.update(self.scoring_head(problems, wc.scoring_head_steps))
         return stats
 
