@@ -341,6 +341,7 @@ def test_test_validity_counts_the_tests_the_reference_solution_passes():
     assert [row["valid"] for row in out["problems"]] == [[True, True], [True, False]]
     assert out["test_validity"] == pytest.approx(3 / 4) and out["tests_per_problem"] == 2
     assert out["problems_without_tests"] == 0 and out["temperature"] == 0.7
+    assert out["forgeable_share"] == 0.0 and out["problems"][0]["forgeable"] == [False, False]
 
 
 class GuessingDiscriminator(FakeDiscriminator):

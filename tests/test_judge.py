@@ -101,3 +101,24 @@ def test_outcome_judge_trains_a_run(tmp_path, sandbox, problems):
     # stage 5's rollouts, labelled by their own execution, join the replay
     assert len(trainer.judge.replay) == 12 + 2 * 3
     assert "judge" in json.load(open(tmp_path / "stage_1" / "metrics.json"))
+
+
+def test_judge_cli_scores_heads_on_the_same_chains(tmp_path, capsys):
+    from checkpoints_helper import write_checkpoints
+    from training.judge import main
+
+    write_checkpoints(tmp_path, {"stage_1": (1, {}), "stage_2": (2, {})})
+    out = tmp_path / "judge.json"
+    args = ["--checkpoint", str(tmp_path / "stage_1"), "--compare", str(tmp_path / "stage_2"),
+            "--limit", "1", "--n", "2", "--workers", "1", "--output", str(out)]
+    assert main(args) == 0
+    report = json.load(open(out))
+    assert report["num_problems"] == 1 and report["n"] == 2
+    assert set(report["judges"]) == {str(tmp_path / "stage_1"), str(tmp_path / "stage_2")}
+    for per_stage in report["judges"].values():
+        assert set(per_stage) == {"1", "2", "3", "4"}
+        assert all(v["chains"] == 2 and 0.0 <= v["brier"] <= 1.0 for v in per_stage.values())
+    assert "AUC stage 4" in capsys.readouterr().out
+    assert main(["--checkpoint", str(tmp_path / "missing")]) == 2
+    assert main(["--checkpoint", str(tmp_path / "stage_1"), "--n", "0"]) == 2
+    assert "--n must be at least 1" in capsys.readouterr().err

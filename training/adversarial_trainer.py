@@ -285,6 +285,7 @@ class AdversarialTrainer:
         """The scoring head (gold vs generated, or the outcome judge); the test writer at the code stage."""
         if self.judge is not None:
             self.judge.observe(batch.labelled)
+            batch.labelled = []  # each chain enters the replay once, whatever discriminator_steps is
         if not batch.is_code:
             return self.judge.step() if self.judge is not None else self._update_scoring_head(batch)
         return self._update_test_writer(batch) if batch.test_batch is not None else {}

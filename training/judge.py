@@ -21,6 +21,7 @@ never trained on: their chains give the judge's AUC and Brier score.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -129,30 +130,30 @@ def brier(probs: list, labels: list) -> float | None:
     return float(np.mean((np.asarray(probs, dtype=float) - np.asarray(labels, dtype=float)) ** 2))
 
 
-def judge_probabilities(discriminator, chains: list, k: int, dist=None, batch_size: int = 32) -> list:
-    """The scoring head's probability for stage k of each chain, no gradient."""
+def judge_probabilities(discriminator, chains: list, k: int, batch_size: int = 32) -> list:
+    """The scoring head's probability for stage k of each chain, no gradient (parameters already gathered)."""
     probs = []
     discriminator.model.eval()
     for lo in range(0, len(chains), batch_size):
-        items = [c.item(k) for c in chains[lo : lo + batch_size]]
         with torch.no_grad():
-            if dist is not None:
-                with dist.gathered(discriminator.model):
-                    logits = discriminator.score_batch(items)
-            else:
-                logits = discriminator.score_batch(items)
+            logits = discriminator.score_batch([c.item(k) for c in chains[lo : lo + batch_size]])
         probs += torch.sigmoid(logits.float()).tolist()
     return probs
 
 
 def judge_quality(discriminator, chains: list, stages=JUDGED_STAGES, dist=None) -> dict:
-    """Per stage k: AUC, Brier score and the share of positive chains, of the head on `chains`."""
+    """Per stage k: AUC, Brier score and the share of positive chains, of the head on `chains`.
+
+    Under data parallelism every rank calls it (with its own chains, maybe
+    none): the parameters are gathered once around the whole evaluation.
+    """
     labels = [c.passed for c in chains]
     out = {}
-    for k in stages:
-        probs = judge_probabilities(discriminator, chains, k, dist)
-        out[k] = {"auc": auc(probs, labels), "brier": brier(probs, labels),
-                  "positive_share": positive_share(chains), "chains": len(chains)}
+    with dist.gathered(discriminator.model) if dist is not None else contextlib.nullcontext():
+        for k in stages:
+            probs = judge_probabilities(discriminator, chains, k)
+            out[k] = {"auc": auc(probs, labels), "brier": brier(probs, labels),
+                      "positive_share": positive_share(chains), "chains": len(chains)}
     return out
 
 
@@ -222,10 +223,7 @@ class StageJudge:
 
     def quality(self, stage_id: int) -> dict:
         """AUC, Brier score and positive share of stage `stage_id`'s judgements on the held-out chains."""
-        chains = list(self.replay.holdout)
-        if not chains:
-            return {}
-        q = judge_quality(self.discriminator, chains, stages=(stage_id,), dist=self.dist)[stage_id]
+        q = judge_quality(self.discriminator, list(self.replay.holdout), stages=(stage_id,), dist=self.dist)[stage_id]
         return {f"judge_{k}": v for k, v in q.items()}
 
 

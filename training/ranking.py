@@ -210,7 +210,8 @@ def discriminator_test_validity(discriminator, problems: list, sandbox, num_test
     runs against the problem's reference solution in the sandbox. A test the
     reference fails is invalid: it would fail correct code. The same samples
     merged the other way are summarised under "other_merge", so the vote's
-    effect is measured without sampling noise.
+    effect is measured without sampling noise. `forgeable_share` is the share
+    of its tests that the sandbox can only check in assert mode.
     """
     rows, other_rows = [], []
     for lo in range(0, len(problems), 32):
@@ -219,15 +220,21 @@ def discriminator_test_validity(discriminator, problems: list, sandbox, num_test
         jobs = [(p.reference_solution, tests, p.entry_point) for p, tests in zip(chunk, union) if tests]
         results = iter(sandbox.run_batch(jobs) if jobs else [])
         for p, tests, (main, other) in zip(chunk, union, merged):
-            ok = dict(zip(tests, next(results).outcomes(len(tests)))) if tests else {}
-            rows.append({"id": p.id, "tests": main, "valid": [ok[t] for t in main]})
+            result = next(results) if tests else None
+            ok = dict(zip(tests, result.outcomes(len(tests)))) if tests else {}
+            forgeable = dict(zip(tests, result.forgeable_at(len(tests)))) if tests else {}
+            rows.append({"id": p.id, "tests": main, "valid": [ok[t] for t in main],
+                         "forgeable": [forgeable[t] for t in main]})
             other_rows.append([ok[t] for t in other])
         if bar is not None:
             bar.update(len(chunk))
+    written = sum(len(row["tests"]) for row in rows)
     return {
         "temperature": temperature,
         "agreement": agreement,
         **_validity([row["valid"] for row in rows]),
+        # tests the sandbox could check only in assert mode (rewards leave them out)
+        "forgeable_share": sum(sum(row["forgeable"]) for row in rows) / written if written else float("nan"),
         "other_merge": {"agreement": not agreement, **_validity(other_rows)},
         "problems": rows,
     }
