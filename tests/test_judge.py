@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from training.judge import JudgeReplay, LabelledChain, auc, brier, judge_quality
+from training.judge import JudgeReplay, LabelledChain, auc, brier, judge_quality, within_problem_auc
 from training.losses import scoring_head_step
 from training.problems import Problem
 from training.rollout import StageBatch
@@ -57,6 +57,12 @@ def test_auc_and_brier_on_known_cases():
     assert auc([0.1, 0.9], [1, 0]) == 0.0
     assert auc([0.5, 0.5, 0.5], [1, 0, 0]) == 0.5        # ties count half
     assert auc([0.2, 0.3], [1, 1]) is None                # one class: undefined
+    # within problems: p1's passing chain outranks its failing one, p2's does not
+    chains = [chain(0, True, "p1"), chain(1, False, "p1"), chain(2, True, "p2"), chain(3, False, "p2"),
+              chain(4, True, "p3")]
+    assert within_problem_auc([0.9, 0.8, 0.1, 0.2, 0.5], chains) == 0.5
+    assert within_problem_auc([0.9, 0.8, 0.3, 0.2, 0.5], chains) == 1.0
+    assert within_problem_auc([0.9], chains[:1]) is None
     assert brier([1.0, 0.0], [1, 0]) == 0.0
     assert brier([0.5, 0.5], [1, 0]) == 0.25
     assert brier([0.9, 0.2], [0, 1]) == pytest.approx((0.81 + 0.64) / 2)

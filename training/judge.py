@@ -130,6 +130,27 @@ def brier(probs: list, labels: list) -> float | None:
     return float(np.mean((np.asarray(probs, dtype=float) - np.asarray(labels, dtype=float)) ** 2))
 
 
+def within_problem_auc(probs: list, chains: list) -> float | None:
+    """AUC over pairs of chains of the same problem, one passing and one not.
+
+    What group-relative advantages see: a judge that only knows which
+    problems are hard scores 0.5 here, however high its AUC over all chains.
+    None when no problem has both a passing and a failing chain.
+    """
+    by_problem: dict = {}
+    for p, c in zip(probs, chains):
+        by_problem.setdefault(c.problem_id, []).append((p, c.passed))
+    wins = pairs = 0.0
+    for rows in by_problem.values():
+        pos = [p for p, ok in rows if ok]
+        neg = [p for p, ok in rows if not ok]
+        for a in pos:
+            for b in neg:
+                wins += 1.0 if a > b else 0.5 if a == b else 0.0
+                pairs += 1
+    return wins / pairs if pairs else None
+
+
 def judge_probabilities(discriminator, chains: list, k: int, batch_size: int = 32) -> list:
     """The scoring head's probability for stage k of each chain, no gradient (parameters already gathered)."""
     probs = []
@@ -152,8 +173,8 @@ def judge_quality(discriminator, chains: list, stages=JUDGED_STAGES, dist=None) 
     with dist.gathered(discriminator.model) if dist is not None else contextlib.nullcontext():
         for k in stages:
             probs = judge_probabilities(discriminator, chains, k)
-            out[k] = {"auc": auc(probs, labels), "brier": brier(probs, labels),
-                      "positive_share": positive_share(chains), "chains": len(chains)}
+            out[k] = {"auc": auc(probs, labels), "within_problem_auc": within_problem_auc(probs, chains),
+                      "brier": brier(probs, labels), "positive_share": positive_share(chains), "chains": len(chains)}
     return out
 
 
@@ -287,12 +308,11 @@ def evaluate_judges(args) -> dict:
 def format_report(report: dict) -> str:
     lines = [f"{report['num_problems']} problems x {report['n']} chains at T={report['temperature']}, "
              f"{_fmt(report['positive_share'])} of them pass", "",
-             "| scoring head of | " + " | ".join(f"AUC stage {k}" for k in JUDGED_STAGES)
-             + " | " + " | ".join(f"Brier stage {k}" for k in JUDGED_STAGES) + " |",
-             "|---" * (1 + 2 * len(JUDGED_STAGES)) + "|"]
+             "| scoring head of | " + " | ".join(f"{name} stage {k}" for name in ("AUC", "within-problem AUC", "Brier")
+                                                 for k in JUDGED_STAGES) + " |",
+             "|---" * (1 + 3 * len(JUDGED_STAGES)) + "|"]
     for directory, per_stage in report["judges"].items():
-        cells = [_fmt(per_stage[str(k)]["auc"]) for k in JUDGED_STAGES]
-        cells += [_fmt(per_stage[str(k)]["brier"]) for k in JUDGED_STAGES]
+        cells = [_fmt(per_stage[str(k)][key]) for key in ("auc", "within_problem_auc", "brier") for k in JUDGED_STAGES]
         lines.append(f"| `{directory}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
