@@ -35,6 +35,7 @@ import torch
 
 from reasoning.stages import NUM_STAGES
 from training.errors import UserError
+from training.losses import scoring_head_step
 
 JUDGED_STAGES = tuple(range(1, NUM_STAGES))  # stages 1-4: the code stage is judged by execution
 
@@ -210,9 +211,6 @@ class StageJudge:
     """The outcome judge in a run: its replay of labelled chains, its seeding, its BCE steps and its metrics."""
 
     def __init__(self, discriminator, optimizer, rollouts, config, dist, log):
-        from training.losses import scoring_head_step
-
-        self._step = scoring_head_step
         self.discriminator, self.optimizer, self.rollouts = discriminator, optimizer, rollouts
         self.config, self.dist, self.log = config, dist, log
         self.replay = JudgeReplay(config.judge.replay_size, config.judge.holdout)
@@ -239,7 +237,7 @@ class StageJudge:
     def step(self) -> dict:
         """One BCE step of the scoring head on a sample of the replay's training chains."""
         items, labels = self.replay.sample(self.config.judge.batch_size, self.rng)
-        stats = self._step(self.discriminator, self.optimizer, items, labels, self.dist, self.config.max_grad_norm)
+        stats = scoring_head_step(self.discriminator, self.optimizer, items, labels, self.dist, self.config.max_grad_norm)
         return {**stats, "judge_replay": len(self.replay)}
 
     def quality(self, stage_id: int) -> dict:
