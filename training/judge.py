@@ -263,16 +263,18 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=2, help="sandbox workers")
     parser.add_argument("--output", help="write the report as JSON")
-    args = parser.parse_args(argv)
-    try:
-        report = evaluate_judges(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from training.cli import run_cli
+
+    return run_cli(run, parser.parse_args(argv))
+
+
+def run(args) -> int:
+    from training.cli import write_atomically
+
+    report = evaluate_judges(args)
     print(format_report(report))
     if args.output:
-        with open(args.output, "w") as fh:
-            json.dump(report, fh, indent=2)
+        write_atomically(args.output, json.dumps(report, indent=2) + "\n")
     return 0
 
 
