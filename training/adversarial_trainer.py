@@ -41,6 +41,7 @@ from training.metrics import MetricsLog, best_metric, mean_rows, stage_metrics, 
 from training.rewards import REWARDS, RewardBatch, combine, test_writer_rewards
 from training.rollout import Rollouts, StageBatch
 from training.sampling import ProblemSampler, cap_groups
+from training.visibility import TestVisibility
 from training.warmup import Warmup
 
 
@@ -77,20 +78,24 @@ class AdversarialTrainer:
         self.sampler = None  # the current stage's ProblemSampler
         self.judge = (StageJudge(discriminator, self.discriminator_optimizer, self.rollouts, config, self.dist, self.log)
                       if config.judge.target == "outcome" and config.use_discriminator else None)
+        self.visibility = TestVisibility(config.visible_tests, config.visible_choice, config.seed)
+        self._resumed = None  # (path, the checkpoint's visibility record) until train() checks it
+        self.probe_problems: list = []  # the inference-style probe's training problems (visible tests)
 
     # ================================================================== public API
     def train(self, problems: list, eval_problems: list | None = None) -> dict:
         """Warm-up (unless done or disabled), every configured stage after the last completed one, then final/."""
         _check_problems(problems)
+        problems = self.visible(problems)
         ckpt.clean_stale(self.config.checkpoint_dir)
+        last_metrics = {}
         if self.config.warmup.enabled and not self.warmed_up and self.completed_stage == 0:
             self.warmup(test_problems=problems)
-            metrics = {"warmup": True}
+            last_metrics = {"warmup": True}
             if eval_problems:
-                metrics["eval"] = self.evaluate(eval_problems)
-                self.log.message(f"warm-up: held-out pass@1 {metrics['eval']['pass_at_1']:.3f}")
-            self.save_checkpoint(os.path.join(self.config.checkpoint_dir, "warmup"), 0, metrics)
-        last_metrics = {}
+                last_metrics["eval"] = self.evaluate(eval_problems)
+                self.log.message(f"warm-up: held-out pass@1 {last_metrics['eval']['pass_at_1']:.3f}")
+            self.save_checkpoint(os.path.join(self.config.checkpoint_dir, "warmup"), 0, last_metrics)
         for stage_id in self.config.stages:
             if stage_id > self.completed_stage:
                 last_metrics = self.train_stage(stage_id, problems, eval_problems=eval_problems)
@@ -102,6 +107,7 @@ class AdversarialTrainer:
         """RL iterations of one stage, then stage_N/ (and best/ when the best metric improved)."""
         get_stage(stage_id)
         _check_problems(problems)
+        problems = self.visible(problems)
         config = self.config
         self.rollouts.prefix_cache.clear()
         _set_lr(self.generator_optimizer, config.generator_lr_at(stage_id))
@@ -129,12 +135,17 @@ class AdversarialTrainer:
                 sampler.note_spread(batch.problems, batch.group_size, valid)
                 valid = cap_groups(valid, batch.group_size, config.problems_per_batch, self.dist)
                 stats = _timed(timings, "update_generator", self.update_generator, batch, advantages, valid)
+                self.rollouts.prefix_cache.clear()  # the policy moved: the next rollout writes its prefixes anew
                 self.global_step += 1
             row.update(batch.stats(), frac_reward_zero_std=frac_zero, rollout_batches=rollouts,
                        trained_groups=_groups(valid, batch.group_size, self.dist), **stats)
+            if batch.runs_code:
+                row.update(_timed(timings, "hidden_tests", self.outcome_metrics, batch))
             if config.use_discriminator:
                 for _ in range(config.discriminator_steps):
                     row.update(_timed(timings, "update_discriminator", self.update_discriminator, batch))
+            if self.probe_problems and (iteration % config.probe_every == 0 or iteration == iterations - 1):
+                row["probe_pass_rate"] = _timed(timings, "probe", self.probe)
             row.update({f"time_{k}": v for k, v in timings.items()}, time_iteration=time.time() - t0, global_step=self.global_step)
             if self.device.type == "cuda":
                 # the high-water mark since the run began: what a GPU must hold for this config
@@ -185,6 +196,69 @@ class AdversarialTrainer:
         self.log.write({"stage": 0, **stats, "global_step": self.global_step})
         return stats
 
+    # ============================================================ visible tests
+    def visible(self, problems: list) -> list:
+        """The training problems with only their visible tests (TestVisibility); every trainer path uses these.
+
+        The first call also fixes the probe's problems, and checks that a
+        checkpoint this run resumed from saw no test the run hides.
+        """
+        problems = self.visibility.split(problems)
+        if self._resumed is not None:
+            path, saved = self._resumed
+            self.visibility.check_resumable(saved, path)
+            self._resumed = None
+        if not self.probe_problems and self.config.probe_problems:
+            self.probe_problems = spread(problems, self.config.probe_problems)
+        return problems
+
+    def outcome_metrics(self, batch: StageBatch) -> dict:
+        """What the reward cannot see, for the log only: the candidates' results on the hidden tests.
+
+        hidden_pass_rate: share of candidates that pass every reference test,
+        hidden ones included; false_positive_rate: of the candidates that pass
+        every visible test, the share that fail a hidden one (both only when
+        some tests are hidden). catch_rate: of the wrong candidates (failing a
+        reference test, hidden ones included), the share that a valid
+        discriminator test fails. Nothing here feeds a reward or an update.
+        """
+        G, codes = batch.group_size, batch.codes
+        visible_pass = [bool(r) and all(r) for r in batch.reference_results]
+        correct = list(visible_pass)
+        out = {}
+        if self.visibility.enabled:
+            jobs = [(codes[b * G + g], self.visibility.hidden_tests(p), p.entry_point)
+                    for b, p in enumerate(batch.problems) for g in range(G) if self.visibility.hidden_tests(p)]
+            results = iter(self.sandbox.run_batch(jobs) if jobs else [])
+            for b, p in enumerate(batch.problems):
+                hidden = self.visibility.hidden_tests(p)
+                if not hidden:
+                    continue
+                outcomes, _ = self.rollouts.trusted_outcomes([next(results) for _ in range(G)], len(hidden))
+                for g, o in enumerate(outcomes):
+                    correct[b * G + g] = correct[b * G + g] and all(o)
+            passing = [ok for ok, vis in zip(correct, visible_pass) if vis]
+            out["hidden_pass_rate"] = sum(correct) / len(correct)
+            out["false_positive_rate"] = 1.0 - sum(passing) / len(passing) if passing else None
+        tb = batch.test_batch
+        if tb is not None:
+            caught = [any(not r for r, ok in zip(tb.candidate_results[b][g], tb.passes_reference[b]) if ok)
+                      for b in range(len(batch.problems)) for g in range(G) if not correct[b * G + g]]
+            out["catch_rate"] = sum(caught) / len(caught) if caught else None
+        return {k: v for k, v in out.items() if v is not None}
+
+    def probe(self) -> float:
+        """Inference-style pass rate: greedy chains from the problem alone on the probe, scored on visible tests."""
+        problems = self.dist.shard(self.probe_problems)
+        chains = self.generate_chains(problems, upto=NUM_STAGES)
+        results = self.sandbox.run_batch([(c[-1], list(p.tests), p.entry_point) for c, p in zip(chains, problems)])
+        passed = []
+        for p, r in zip(problems, results):
+            (outcomes,), _ = self.rollouts.trusted_outcomes([r], len(p.tests))
+            passed.append(bool(outcomes) and all(outcomes))
+        total = self.dist.sum(len(passed))
+        return self.dist.sum(sum(passed)) / total if total else 0.0
+
     # ================================================================ rollout, score
     def rollout(self, stage_id: int, problems: list) -> StageBatch:
         """G candidates of stage k per problem, each after the generator's own greedy prefix."""
@@ -232,18 +306,20 @@ class AdversarialTrainer:
         computed. The code stage always runs in the sandbox: its results are
         also the test writer's reward and the pass rate.
         """
+        # a sampled trajectory is scored by execution, plus the judge's score of its stage-k output
         active = {
             name: reward for name, reward in REWARDS.items()
-            if reward.code_stage == batch.is_code and self.reward_weights.get(name, 0) > 0
+            if self.reward_weights.get(name, 0) > 0 and (
+                reward.code_stage == batch.runs_code or (batch.chains is not None and name == "discriminator"))
         }
         needs = {need for reward in active.values() for need in reward.needs}
         reward_batch = RewardBatch(
             stage_id=batch.stage_id,
             problems=batch.per_completion(batch.problems),
             prefixes=batch.per_completion(batch.prefixes),
-            completions=batch.completions,
+            completions=batch.codes,
         )
-        if batch.is_code:
+        if batch.runs_code:
             self.rollouts.execute(batch, with_tests=self.config.use_discriminator)
             reward_batch.reference_results = batch.reference_results
             tb = batch.test_batch
@@ -267,10 +343,12 @@ class AdversarialTrainer:
     def update_generator(self, batch: StageBatch, advantages: torch.Tensor, valid: torch.Tensor) -> dict:
         """Clipped policy gradient over completion tokens, KL to the frozen reference."""
         config = self.config
+        S = batch.stages_per_completion  # a trajectory: every sampled stage's tokens share the chain's advantage
+        budget = max(config.max_new_tokens[batch.stage_id - 1:batch.stage_id - 1 + S])
         return policy_update(
             self.generator, self.generator_optimizer, trainable_parameters([self.generator.model]),
-            batch.rollout, advantages, valid, self.dist,
-            temperature=config.temperature, max_completion_length=config.max_new_tokens[batch.stage_id - 1],
+            batch.rollout, advantages.repeat(S), valid.repeat(S), self.dist,
+            temperature=config.temperature, max_completion_length=budget,
             epochs=config.policy_epochs, reference_model=self.reference_model, beta=config.kl_beta,
             **self._policy_loss_settings(),
         )
@@ -286,9 +364,12 @@ class AdversarialTrainer:
         if self.judge is not None:
             self.judge.observe(batch.labelled)
             batch.labelled = []  # each chain enters the replay once, whatever discriminator_steps is
+        stats = {}
         if not batch.is_code:
-            return self.judge.step() if self.judge is not None else self._update_scoring_head(batch)
-        return self._update_test_writer(batch) if batch.test_batch is not None else {}
+            stats = self.judge.step() if self.judge is not None else self._update_scoring_head(batch)
+        if batch.test_batch is not None:
+            stats.update(self._update_test_writer(batch))
+        return stats
 
     def _update_scoring_head(self, batch: StageBatch) -> dict:
         """Balanced BCE: each problem with a gold text gives one real and one generated example."""
@@ -309,7 +390,7 @@ class AdversarialTrainer:
         """Each test sample's CURE reward (rewards.py) from the candidates' results on its tests."""
         config = self.config
         return test_writer_rewards(
-            batch.test_batch, batch.completions, batch.reference_results, batch.group_size,
+            batch.test_batch, batch.codes, batch.reference_results, batch.group_size,
             config.invalid_test_penalty, config.test_writer_reward,
         )
 
@@ -353,6 +434,7 @@ class AdversarialTrainer:
             "config": self.config.to_dict(),
             "rng_state": ckpt.rng_state(self.rng),
             "best_reward": self.best_reward if math.isfinite(self.best_reward) else None,
+            "visible_tests": self.visibility.record(),
         }
         mode = self.config.save_optimizer
         ckpt.save_training_state(path, self._players(), self._optimizers(), self.dist, common, with_optimizer=mode != "none")
@@ -391,6 +473,7 @@ class AdversarialTrainer:
         if self.dist.enabled:  # the saved stream is rank 0's: give each rank its own again
             torch.manual_seed(int(torch.randint(2**31, (1,)).item()) + 1000 * self.dist.rank)
         self.log.truncate_after(self.completed_stage)
+        self._resumed = (path, gen.get("visible_tests"))  # checked against this run's split in train()
         return gen.get("metrics", {})
 
     def _players(self) -> tuple:

@@ -131,6 +131,14 @@ class TrainingConfig:
     generator_model: str = _f("tiny", "Hub id or local directory of the generator; 'tiny' builds the embedded model.")
     discriminator_model: str = _f("tiny", "Hub id or local directory of the discriminator; 'tiny' = embedded model.")
     problems: str = _f("curriculum:train", "Training problems: curriculum:<split>, humaneval, or a .jsonl path.")
+    visible_tests: int = _f(
+        0,
+        "Reference tests of each training problem the run may see (0 = all): the rest are hidden from the reward, "
+        "the warm-up and the judge, and only logged (hidden_pass_rate, false_positive_rate). Evaluation uses all.",
+    )
+    visible_choice: str = _f(
+        "first", "Which tests are visible with visible_tests: first (as the problem lists them) or random (seeded)."
+    )
     eval_problems: str = _f("curriculum:heldout_instances", "Problems for the held-out evaluation after each stage.")
     eval_size: int = _f(0, "How many evaluation problems to use (0 = all).")
     families: list = _f(
@@ -139,7 +147,7 @@ class TrainingConfig:
         "bigger than a laptop CPU (the default 12 are what the tiny model learns in minutes).",
     )
     # --- curriculum over stages ---
-    stages: list = _f([1, 2, 3, 4, 5], "Stages to train, in order (1..5).")
+    stages: list = _f([1, 2, 3, 4, 5], "Stages to train, in order (1..5); [] = the warm-up only.")
     iterations_per_stage: int | list = _f(
         [1, 1, 1, 1, 40],
         "RL iterations per stage: one number for every stage, or a list of 5 (stages 1..5). Stages 1-4, judged by "
@@ -160,6 +168,18 @@ class TrainingConfig:
         3, "Most rollouts of problems_per_batch problems per update under dynamic_sampling (the iteration's own counts).",
     )
     group_size: int = _f(8, "Samples per problem (G) for group-relative advantages.")
+    rollout_chain: str = _f(
+        "prefix",
+        "What a stage-k rollout samples: prefix (stage k after the generator's greedy stages 1..k-1, regenerated "
+        "after every update, so no prefix outlives the policy that wrote it) or trajectory (stages k..5 sampled, "
+        "the chain rewarded by execution, the gradient on every sampled stage).",
+    )
+    probe_problems: int = _f(
+        16,
+        "Training problems of the inference-style probe: whole chains regenerated greedily from the problem, scored "
+        "on the tests the reward sees (probe_pass_rate); 0 = no probe.",
+    )
+    probe_every: int = _f(10, "Iterations between probes (and after a stage's last one).")
     max_new_tokens: list = _f([80, 96, 96, 80, 128], "Token budget per stage output, stages 1..5.")
     temperature: float = _f(1.0, "Sampling temperature of rollouts.")
     top_p: float = _f(1.0, "Nucleus sampling of rollouts.")
@@ -265,8 +285,16 @@ class TrainingConfig:
             raise UserError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise UserError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
-        if not self.stages or any(not isinstance(s, int) or not 1 <= s <= 5 for s in self.stages):
-            raise UserError(f"stages must be a non-empty list of stage numbers 1..5, got {self.stages!r}")
+        if not isinstance(self.stages, list) or any(not isinstance(s, int) or not 1 <= s <= 5 for s in self.stages):
+            raise UserError(f"stages must be a list of stage numbers 1..5 ([] = warm-up only), got {self.stages!r}")
+        if isinstance(self.visible_tests, bool) or self.visible_tests < 0:
+            raise UserError(f"visible_tests must be 0 (all) or a positive number, got {self.visible_tests!r}")
+        if self.visible_choice not in ("first", "random"):
+            raise UserError(f"visible_choice must be first or random, got {self.visible_choice!r}")
+        if self.rollout_chain not in ("prefix", "trajectory"):
+            raise UserError(f"rollout_chain must be prefix or trajectory, got {self.rollout_chain!r}")
+        if self.probe_problems < 0 or self.probe_every < 1:
+            raise UserError("probe_problems must not be negative and probe_every must be at least 1")
         if len(self.max_new_tokens) != 5 or any(not isinstance(t, int) or t < 1 for t in self.max_new_tokens):
             raise UserError(f"max_new_tokens must list 5 positive integers (stages 1..5), got {self.max_new_tokens!r}")
         per_stage = self.iterations_per_stage

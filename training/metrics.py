@@ -210,6 +210,14 @@ def stage_metrics(stage_id: int, history: list, elapsed: float, total_elapsed: f
         values = [row[key] for row in history if key in row and row[key] is not None]
         return float(np.mean(values)) if values else default
 
+    def first(key):
+        values = [row[key] for row in history if row.get(key) is not None]
+        return float(values[0]) if values else None
+
+    def last(key):
+        values = [row[key] for row in history if row.get(key) is not None]
+        return float(values[-1]) if values else None
+
     terms = sorted({k for row in history for k in row if k.startswith("reward_") and k != "reward_std"})
     return {
         "stage_id": stage_id,
@@ -219,6 +227,12 @@ def stage_metrics(stage_id: int, history: list, elapsed: float, total_elapsed: f
         "generator": {
             "avg_reward": mean("reward", 0.0),
             "train_pass_rate": mean("train_pass_rate"),  # None at stages 1-4: nothing runs there
+            # hidden tests (visible_tests > 0), never seen by the reward: None otherwise
+            "hidden_pass_rate": mean("hidden_pass_rate"),
+            "false_positive_rate": mean("false_positive_rate"),
+            # greedy chains from scratch on the probe: the first and the last of the stage
+            "probe_pass_rate_first": first("probe_pass_rate"),
+            "probe_pass_rate": last("probe_pass_rate"),
             "kl": mean("kl", 0.0),
             "frac_reward_zero_std": mean("frac_reward_zero_std", 0.0),
             "reward_terms": {k[len("reward_"):]: mean(k) for k in terms},
@@ -227,6 +241,9 @@ def stage_metrics(stage_id: int, history: list, elapsed: float, total_elapsed: f
             "loss": mean("disc_loss"),
             "accuracy": mean("disc_accuracy"),
             "test_validity": mean("test_validity"),
+            "tests_per_problem": mean("tests_per_problem"),
+            "valid_tests_per_problem": mean("valid_tests_per_problem"),
+            "catch_rate": mean("catch_rate"),
             "test_writer_reward": mean("test_writer_reward"),
         },
     }

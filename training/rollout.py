@@ -78,10 +78,28 @@ class StageBatch:
     test_batch: TestBatch | None = None  # the test writer's rollout and CURE data
     forgeable_tests_excluded: int = 0  # forgeable tests (reference and the writer's) rewards left out
     labelled: list = field(default_factory=list)  # judge.LabelledChain: chains whose code this batch ran
+    # rollout_chain=trajectory below stage 5: each completion's whole sampled chain (stages 1..5); the
+    # rollout then holds stages k..5, stage by stage, N rows each
+    chains: list | None = None
 
     @property
     def is_code(self) -> bool:
         return get_stage(self.stage_id).is_code
+
+    @property
+    def runs_code(self) -> bool:
+        """The batch's code runs in the sandbox: the code stage, or a sampled trajectory that ends in code."""
+        return self.is_code or self.chains is not None
+
+    @property
+    def codes(self) -> list:
+        """Each completion's code: the completion itself at the code stage, its chain's last stage otherwise."""
+        return [c[-1] for c in self.chains] if self.chains is not None else self.completions
+
+    @property
+    def stages_per_completion(self) -> int:
+        """Rollout rows per completion: one, or each sampled stage of a trajectory."""
+        return len(self.rollout) // len(self.completions) if self.completions else 1
 
     @classmethod
     def cat(cls, batches: list) -> "StageBatch":
@@ -98,7 +116,7 @@ class StageBatch:
             problems=[p for b in batches for p in b.problems],
             group_size=first.group_size,
             prefixes=[x for b in batches for x in b.prefixes],
-            rollout=Rollout.cat([b.rollout for b in batches]),
+            rollout=_cat_rollouts(batches),
             completions=[c for b in batches for c in b.completions],
             rewards=[r for b in batches for r in b.rewards],
             terms=terms,
@@ -106,6 +124,7 @@ class StageBatch:
             test_batch=TestBatch.cat(tests) if all(t is not None for t in tests) else None,
             forgeable_tests_excluded=sum(b.forgeable_tests_excluded for b in batches),
             labelled=[c for b in batches for c in b.labelled],
+            chains=[c for b in batches for c in b.chains] if first.chains is not None else None,
         )
 
     def per_completion(self, values: list) -> list:
@@ -118,7 +137,7 @@ class StageBatch:
             applicable = [v for v in values if v is not None]
             if applicable:
                 row[f"reward_{name}"] = float(np.mean(applicable))
-        if self.is_code:
+        if self.runs_code:
             # the batch's share of candidates passing every reference test it was scored on
             row["train_pass_rate"] = float(np.mean([bool(r) and all(r) for r in self.reference_results]))
             row["forgeable_tests_excluded"] = self.forgeable_tests_excluded
@@ -127,11 +146,35 @@ class StageBatch:
                 flat = [ok for per in tb.passes_reference for ok in per]
                 row["test_validity"] = float(np.mean(flat)) if flat else 0.0
                 row["tests_per_problem"] = len(flat) / len(self.problems)
+                row["valid_tests_per_problem"] = sum(flat) / len(self.problems)
                 forgeable = [f for per in tb.forgeable for f in per]
                 row["test_writer_forgeable_share"] = float(np.mean(forgeable)) if forgeable else 0.0
         lengths = self.rollout.completion_mask.sum(dim=1).float()
         row["completion_length"] = lengths.mean().item()
         return row
+
+
+def _cat_rollouts(batches: list):
+    """The rollouts of several batches as one, stage-major like each of them: all rows of stage k, then k+1..."""
+    S = batches[0].stages_per_completion
+    if S == 1:
+        return Rollout.cat([b.rollout for b in batches])
+    parts = []
+    for s in range(S):
+        for b in batches:
+            n = len(b.completions)
+            parts.append(_rows(b.rollout, s * n, (s + 1) * n))
+    return Rollout.cat(parts)
+
+
+def _rows(rollout, lo: int, hi: int):
+    """Rows lo..hi-1 of a rollout."""
+    return Rollout(
+        prompt_ids=rollout.prompt_ids[lo:hi], prompt_mask=rollout.prompt_mask[lo:hi],
+        completion_ids=rollout.completion_ids[lo:hi], completion_mask=rollout.completion_mask[lo:hi],
+        texts=rollout.texts[lo:hi], prompts=rollout.prompts[lo:hi], num_samples=rollout.num_samples,
+        finished=rollout.finished[lo:hi] if rollout.finished is not None else None,
+    )
 
 
 class Rollouts:
@@ -143,31 +186,52 @@ class Rollouts:
         self.sandbox = sandbox
         self.config = config
         self.dist = dist
-        self.prefix_cache: dict = {}  # (problem id, stage) -> stages 1..k-1
+        # (problem id, stage) -> stages 1..k-1, written by the current policy: the trainer clears it
+        # after every generator update, so a rollout never continues a prefix an older policy wrote
+        self.prefix_cache: dict = {}
 
     def sample(self, stage_id: int, problems: list) -> StageBatch:
-        """Sample G candidate outputs of stage k for each problem, after its own prefix."""
+        """Sample G candidate outputs of stage k for each problem, after its own prefix.
+
+        With rollout_chain=trajectory below the code stage, each candidate's
+        chain goes on to code, one sampled stage at a time (`StageBatch.chains`).
+        """
         config = self.config
         prefixes = self.prefixes(problems, stage_id)
         prompts = [build_prompt(p.prompt, prefix, stage_id) for p, prefix in zip(problems, prefixes)]
-        self.generator.model.eval()
-        with torch.no_grad(), self.dist.gathered(self.generator.model):
-            ro = self.generator.sample(
-                prompts,
-                num_samples=config.group_size,
-                max_new_tokens=config.max_new_tokens[stage_id - 1],
-                temperature=config.temperature,
-                top_p=config.top_p,
-            )
-        stage = get_stage(stage_id)
+        ro = self._sample(prompts, stage_id, config.group_size)
+        completions = [get_stage(stage_id).extract(t) for t in ro.texts]
+        chains = None
+        if config.rollout_chain == "trajectory" and stage_id < NUM_STAGES:
+            G = config.group_size
+            chains = [list(prefixes[i // G]) + [text] for i, text in enumerate(completions)]
+            parts = [ro]
+            texts = [p.prompt for p in problems for _ in range(G)]
+            for later in range(stage_id + 1, NUM_STAGES + 1):
+                step = self._sample([build_prompt(t, c, later) for t, c in zip(texts, chains)], later, 1)
+                step.num_samples = G  # the rows keep the first stage's grouping: problem b's G chains
+                parts.append(step)
+                for chain, text in zip(chains, step.texts):
+                    chain.append(get_stage(later).extract(text))
+            ro = Rollout.cat(parts)
         return StageBatch(
             stage_id=stage_id,
             problems=problems,
             group_size=config.group_size,
             prefixes=prefixes,
             rollout=ro,
-            completions=[stage.extract(t) for t in ro.texts],
+            completions=completions,
+            chains=chains,
         )
+
+    def _sample(self, prompts: list, stage_id: int, num_samples: int):
+        config = self.config
+        self.generator.model.eval()
+        with torch.no_grad(), self.dist.gathered(self.generator.model):
+            return self.generator.sample(
+                prompts, num_samples=num_samples, max_new_tokens=config.max_new_tokens[stage_id - 1],
+                temperature=config.temperature, top_p=config.top_p,
+            )
 
     def prefixes(self, problems: list, stage_id: int) -> list:
         """The generator's own greedy stages 1..k-1 for each problem (cached until `prefix_cache` is cleared)."""
@@ -201,10 +265,11 @@ class Rollouts:
         G = batch.group_size
         tests_batch = self.write_tests(batch.problems) if with_tests else None
         jobs = []
+        codes = batch.codes
         for b, problem in enumerate(batch.problems):
             extra = tests_batch.tests[b] if tests_batch else []
             for g in range(G):
-                jobs.append((batch.completions[b * G + g], list(problem.tests) + extra, problem.entry_point))
+                jobs.append((codes[b * G + g], list(problem.tests) + extra, problem.entry_point))
         results = self.sandbox.run_batch(jobs)
         batch.reference_results = []
         batch.forgeable_tests_excluded = 0
@@ -218,8 +283,10 @@ class Rollouts:
             reference, excluded = self.trusted_outcomes(group, n_ref)
             batch.reference_results.extend(reference)
             batch.forgeable_tests_excluded += excluded
-            batch.labelled += [LabelledChain(problem.id, problem.prompt, tuple(batch.prefixes[b]), chain_passed(o))
-                               for o in reference]
+            prefixes = ([tuple(c[:NUM_STAGES - 1]) for c in batch.chains[b * G:(b + 1) * G]]
+                        if batch.chains is not None else [tuple(batch.prefixes[b])] * G)
+            batch.labelled += [LabelledChain(problem.id, problem.prompt, prefix, chain_passed(o))
+                               for prefix, o in zip(prefixes, reference)]
             if tests_batch:
                 n_all = len(jobs[b * G][1])
                 tests_batch.candidate_results[b] = [r.outcomes(n_all)[n_ref:] for r in group]
