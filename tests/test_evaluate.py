@@ -447,3 +447,179 @@ def test_cli_reports_the_discriminators_test_validity(checkpoint_dir, tmp_path, 
     assert "| discriminator test validity | its tests per problem |" in captured.out
     assert evaluate_main(["--canonical", "--test-validity"]) == 2
     assert "--test-validity needs a checkpoint" in capsys.readouterr().err
+
+
+# ================================================================== visible tests: false positives at evaluation
+def _doubling_problem(pid="double"):
+    return Problem(id=pid, prompt=pid, entry_point="f", reference_solution="def f(x):\n    return 2 * x\n",
+                   tests=["assert f(0) == 0", "assert f(1) == 2", "assert f(2) == 4"])
+
+
+DOUBLING_SAMPLES = ["def f(x):\n    return 0\n",  # passes f(0) == 0 only
+                    "def f(x):\n    return 2 * x\n",  # passes all three
+                    "def f(x):\n    return x\n"]  # passes f(0) == 0 only
+
+
+@pytest.mark.parametrize("k, visible_c, false_positives, visible_pass, rate", [
+    (1, 3, 2, 1.0, 2 / 3),  # all three pass f(0) == 0; two of them are wrong
+    (2, 1, 0, 1 / 3, 0.0),  # only 2 * x passes f(0) == 0 and f(1) == 2, and it is right
+    (3, 1, 0, 1 / 3, 0.0),  # every test visible: nothing is hidden
+])
+def test_false_positive_rate_of_hand_made_samples(k, visible_c, false_positives, visible_pass, rate):
+    from sandbox import Sandbox
+
+    with Sandbox(timeout_s=2.0, memory_mb=512, workers=2) as sandbox:
+        out = evaluate_samples([_doubling_problem()], [DOUBLING_SAMPLES], sandbox, ks=[1], visible_tests=k)
+    [row] = out["problems"]
+    assert row["c"] == 1 and row["visible"] == list(range(k))
+    assert (row["visible_c"], row["false_positives"]) == (visible_c, false_positives)
+    assert out["visible_tests"] == k
+    assert out["visible_pass@1"] == pytest.approx(visible_pass)
+    assert out["false_positive_rate"] == pytest.approx(rate)
+    assert out["pass@1"] == pytest.approx(1 / 3)  # the full-test score is untouched
+
+
+def test_visible_tests_reuse_the_sandbox_results_and_pool_over_the_source():
+    from training.visibility import visible_indices
+
+    # FakeSandbox: a sample passes test j when its code holds ok<j>
+    problems = [_problem("a", 3), _problem("b", 3), _problem("he", 1, source="humaneval")]
+    samples = [["ok0", "ok0 ok1 ok2", "ok1"], ["ok0 ok2", "crash", ""], ["ok0", ""]]
+    sandbox = FakeSandbox()
+    out = evaluate_samples(problems, samples, sandbox, ks=[1], visible_tests=1)
+    assert len(sandbox.jobs) == 8  # one job per sample, as without visible tests
+    rows = out["problems"]
+    # a: ok0 and ok0 ok1 ok2 pass test 0, one is wrong; b: ok0 ok2 passes test 0 and is wrong;
+    # he: one check block, nothing hidden, so the visible pass is the pass
+    assert [(r["visible_c"], r["false_positives"]) for r in rows] == [(2, 1), (1, 1), (1, 0)]
+    assert rows[2]["visible"] == [0]
+    assert out["visible_pass@1"] == pytest.approx((2 / 3 + 1 / 3 + 1 / 2) / 3)
+    assert out["false_positive_rate"] == pytest.approx(2 / 4)
+    # random: the same indices the training run's split uses
+    out = evaluate_samples(problems, samples, FakeSandbox(), visible_tests=2, visible_choice="random", visible_seed=7)
+    assert [r["visible"] for r in out["problems"]] == [visible_indices(p, 2, "random", 7) for p in problems]
+
+
+def test_false_positive_rate_is_none_when_no_sample_passes_the_visible_tests():
+    out = evaluate_samples([_problem("a", 3)], [["", "ok1"]], FakeSandbox(), visible_tests=1)
+    assert out["visible_pass@1"] == 0.0 and out["false_positive_rate"] is None
+    assert "n/a" in to_markdown({"checkpoint": "ck", "n": 2, "ks": [1], "results": [{"source": "s", **out}]})
+    empty = evaluate_samples([], [], FakeSandbox(), visible_tests=1)
+    assert empty["visible_pass@1"] is None and empty["false_positive_rate"] is None
+
+
+def test_visible_keys_and_columns_only_when_asked():
+    plain = evaluate_samples([_problem("a", 3)], [["ok0"]], FakeSandbox())
+    assert not {"visible_tests", "visible_pass@1", "false_positive_rate"} & set(plain)
+    assert "visible_c" not in plain["problems"][0]
+    out = evaluate_samples([_problem("a", 3)], [["ok0", "ok0 ok1 ok2"]], FakeSandbox(), visible_tests=1)
+    table = to_markdown({"checkpoint": "ck", "n": 2, "ks": [1], "results": [{"source": "s", **out}]}).splitlines()
+    assert table[2] == "| source | problems | n | pass@1 | test pass rate | visible pass@1 (1 tests) | false-positive rate |"
+    assert table[4].endswith("| 1.000 | 0.500 |")
+
+
+def test_cli_rejects_bad_visible_flags_with_one_line(capsys):
+    for argv, start in [(["--visible-tests", "0"], "error: --visible-tests must be at least 1"),
+                        (["--visible-tests", "1", "--visible-choice", "last"], "error: --visible-choice must be first or random"),
+                        (["--visible-seed", "3"], "error: --visible-choice and --visible-seed need --visible-tests")]:
+        assert evaluate_main(["--canonical", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(start), err
+
+
+def test_cli_canonical_solutions_have_no_false_positives(tmp_path):
+    code = evaluate_main(["--canonical", "--problems", "curriculum:heldout_families", "--limit", "4", "--no-progress",
+                          "--visible-tests", "1", "--visible-choice", "random", "--output", str(tmp_path / "r.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["visible"] == {"k": 1, "choice": "random", "seed": 0}
+    [result] = report["results"]
+    assert result["visible_pass@1"] == 1.0 and result["false_positive_rate"] == 0.0
+
+
+# ================================================================== a second test writer on the same samples
+def test_rerank_writer_reranks_the_same_codes(monkeypatch):
+    import training.chains
+    from sandbox import Sandbox
+    from training.errors import UserError
+    from training.evaluate import evaluate_players
+
+    right = "def f(x):\n    return x + 1\n"
+    partly = "def f(x):\n    return 2\n"  # passes f(1) == 2 only
+    codes = {"p1": [partly, right, right]}
+
+    def fake_chains(generator, texts, max_new_tokens=None, temperature=0.0, **kwargs):
+        seen = {}
+        out = []
+        for text in texts:
+            i = seen[text] = seen.get(text, -1) + 1
+            out.append(["s1", "s2", "s3", "s4", codes[text][i]])
+        return out
+
+    class Recording(GuessingDiscriminator):
+        def __init__(self):
+            self.prompts = []
+
+        def test_prompt(self, problem, entry_point, code=None):
+            self.prompts.append((problem, entry_point))
+            return super().test_prompt(problem, entry_point, code)
+
+    monkeypatch.setattr(training.chains, "generate_chains", fake_chains)
+    problems = [Problem(id="p1", prompt="p1", entry_point="f", reference_solution=right,
+                        tests=["assert f(1) == 2", "assert f(2) == 3"])]
+    writer = Recording()
+    with Sandbox(timeout_s=2.0, memory_mb=512, workers=2) as sandbox:
+        out = evaluate_players(None, problems, sandbox, n=3, ks=[1], temperature=0.8, discriminator=FakeDiscriminator(),
+                               num_samples_rerank=3, num_tests=3, progress=False, rerank_discriminator=writer)
+    # FakeDiscriminator's f(1) == 2, f(5) == 6 pick `right` (sample 1); the guessing writer keeps only f(5) == 6
+    assert out["rerank"]["pass@1"] == 1.0 and out["problems"][0]["rerank"]["pick"] == 1
+    assert out["rerank"]["writer"] == {"pass@1": 1.0, "mean_tests_per_problem": 1.0}
+    row = out["problems"][0]["rerank"]
+    assert row["writer_pick"] == 1 and row["writer_pick_passed"] is True and row["writer_tests"] == ["assert f(5) == 6"]
+    assert writer.prompts == [("p1", "f")]
+    with pytest.raises(UserError, match="--num-samples-rerank"):
+        evaluate_players(None, problems, FakeSandbox(), n=1, progress=False, rerank_discriminator=writer)
+
+
+def test_cli_rerank_writer_with_the_same_checkpoint_reproduces_the_primary(checkpoint_dir, tmp_path, capsys):
+    code = evaluate_main([
+        "--checkpoint", str(checkpoint_dir), "--problems", "curriculum:heldout_instances", "--limit", "2",
+        "--n", "2", "--k", "1", "--num-samples-rerank", "2", "--num-tests", "2", "--max-new-tokens", "4",
+        "--rerank-writer", str(checkpoint_dir), "--visible-tests", "1",
+        "--device", "cpu", "--no-progress", "--output", str(tmp_path / "r.json"),
+    ])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["rerank_writer"] == str(checkpoint_dir)
+    [r] = report["results"]
+    writer = r["rerank"]["writer"]
+    assert writer["checkpoint"] == str(checkpoint_dir) and 0.0 <= writer["pass@1"] <= 1.0
+    # the same weights from the same random state write the same tests: the same picks
+    assert writer["pass@1"] == r["rerank"]["pass@1"]
+    assert writer["mean_tests_per_problem"] == r["rerank"]["mean_tests_per_problem"]
+    assert all(p["rerank"]["writer_pick"] == p["rerank"]["pick"] for p in r["problems"])
+    assert r["visible_tests"] == 1 and 0.0 <= r["visible_pass@1"] <= 1.0
+    header = captured.out.splitlines()[2]
+    assert header.endswith(f"| random pick pass@1 | reranked pass@1, writer `{checkpoint_dir}` |")
+    assert "| visible pass@1 (1 tests) | false-positive rate |" in header
+
+
+def test_cli_rerank_writer_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "gen_only").mkdir()
+    (tmp_path / "gen_only" / "generator.pt").write_bytes(b"")
+    cases = [
+        ([], "error: --rerank-writer needs --num-samples-rerank R > 1"),
+        (["--num-samples-rerank", "1"], "error: --rerank-writer needs --num-samples-rerank R > 1"),
+        (["--num-samples-rerank", "2", "--canonical"], "error: --rerank-writer reranks a model's samples"),
+    ]
+    for extra, start in cases:
+        assert evaluate_main(["--rerank-writer", str(tmp_path / "gen_only"), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(start), err
+    assert evaluate_main(["--rerank-writer", str(tmp_path / "nowhere"), "--num-samples-rerank", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --rerank-writer: checkpoint") and "not found" in err[0]
+    assert evaluate_main(["--rerank-writer", str(tmp_path / "gen_only"), "--num-samples-rerank", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no discriminator.pt" in err[0]

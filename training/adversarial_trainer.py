@@ -109,6 +109,8 @@ class AdversarialTrainer:
         _check_problems(problems)
         problems = self.visible(problems)
         config = self.config
+        if not self.probe_problems and config.probe_problems:  # fixed for the run: its curve is comparable
+            self.probe_problems = spread(problems, config.probe_problems)
         self.rollouts.prefix_cache.clear()
         _set_lr(self.generator_optimizer, config.generator_lr_at(stage_id))
         self.reference_model = self._make_reference() if config.kl_beta > 0 else None
@@ -189,6 +191,8 @@ class AdversarialTrainer:
 
         if problems is None:
             problems = load_run_problems(self.config.warmup.problems, self.config)
+        # the warm-up set may hold training problems (the curriculum's are the same): it sees what RL sees
+        problems = self.visible(problems)
         stats = Warmup(
             self.generator, self.discriminator, self.discriminator_optimizer, self.config, self.dist, self.log
         ).run(problems, test_problems or [])
@@ -198,18 +202,16 @@ class AdversarialTrainer:
 
     # ============================================================ visible tests
     def visible(self, problems: list) -> list:
-        """The training problems with only their visible tests (TestVisibility); every trainer path uses these.
+        """The problems with only their visible tests (TestVisibility); every trainer path uses these.
 
-        The first call also fixes the probe's problems, and checks that a
-        checkpoint this run resumed from saw no test the run hides.
+        The first call also checks that a checkpoint this run resumed from saw
+        no test the run hides.
         """
         problems = self.visibility.split(problems)
         if self._resumed is not None:
             path, saved = self._resumed
             self.visibility.check_resumable(saved, path)
             self._resumed = None
-        if not self.probe_problems and self.config.probe_problems:
-            self.probe_problems = spread(problems, self.config.probe_problems)
         return problems
 
     def outcome_metrics(self, batch: StageBatch) -> dict:

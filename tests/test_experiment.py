@@ -1,0 +1,113 @@
+"""The experiment command: arms x seeds from shared warm-ups, a table, and a killed run that resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from training.errors import UserError
+from training.experiment import COLUMNS, Spec, mean_se, plan
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SMALL = [
+    "--families=[affine,reverse_string]", "--sandbox.workers=1", "--max_new_tokens=[16,16,16,16,48]",
+    "--test_max_new_tokens=24",
+]
+SPEC = {
+    "seeds": [0],
+    "warmup": [*SMALL, "--visible_tests=1", "--warmup.steps=2", "--warmup.test_writer_steps=1",
+               "--warmup.scoring_head_steps=1", "--warmup.batch_size=4"],
+    "rl": ["--stages=[5]", "--iterations_per_stage=[0,0,0,0,2]", "--group_size=2", "--problems_per_batch=2",
+           "--test_samples=2", "--probe_problems=2", "--probe_every=1"],
+    "arms": {"warmup": None, "exec_1": ["--use_discriminator=false"]},
+    "compare": [["exec_1", "warmup"]],
+    "evaluate": {"limit": 2, "n": 2, "temperature": 1.0, "rerank": 2, "visible_tests": 1},
+}
+
+
+def _spec_file(tmp_path, data=SPEC) -> str:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def _run(spec: str, out: str, *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "training.experiment", "--spec", spec, "--out", out, *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_plan_shares_each_seeds_warmup(tmp_path):
+    spec = Spec.load(_spec_file(tmp_path, {**SPEC, "seeds": [0, 1], "arms": {"warmup": None, "a": [], "b": []}}))
+    jobs = plan(spec, str(tmp_path))
+    names = [j.name for j in jobs]
+    assert names[:2] == ["seed0/warmup", "seed1/warmup"]
+    for seed in (0, 1):
+        warm = os.path.join(str(tmp_path), f"seed_{seed}", "warmup_run", "warmup")
+        trains = [j for j in jobs if j.name.startswith(f"seed{seed}/") and j.name.endswith("/train")]
+        assert len(trains) == 2
+        for job in trains:  # every RL arm resumes from its own seed's warm-up
+            assert job.command[job.command.index("--resume") + 1] == warm
+            assert f"--seed={seed}" in job.command and job.after == [f"seed{seed}/warmup"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"seeds": []}, "seeds must be a non-empty list"),
+    ({"arms": {"x": None}}, "only the arm named 'warmup' may be null"),
+    ({"arms": {"x": ["oops"]}}, "arm 'x' must be null or a list of --key=value flags"),
+    ({"compare": [["exec_1", "nope"]]}, "compare lists pairs of arm names"),
+    ({"extra": 1}, "unknown key 'extra'"),
+])
+def test_bad_spec_is_one_error(tmp_path, bad, message):
+    with pytest.raises(UserError, match=message):
+        Spec.load(_spec_file(tmp_path, {**SPEC, **bad}))
+
+
+def test_mean_se():
+    m, se, n = mean_se([0.1, 0.3, None])
+    assert (round(m, 6), round(se, 6), n) == (0.2, 0.1, 2)
+    assert mean_se([]) == (None, None, 0)
+
+
+def test_two_arms_one_seed_table_and_a_killed_arm_resumes(tmp_path):
+    spec, out = _spec_file(tmp_path), str(tmp_path / "out")
+    proc = _run(spec, out)
+    train_dir = os.path.join(out, "seed_0", "exec_1")
+    deadline = time.time() + 240
+    while time.time() < deadline and not os.path.isdir(train_dir):  # the arm's training has begun
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+    assert os.path.isdir(train_dir), "the RL arm never started"
+    proc.send_signal(signal.SIGINT)  # killed mid-way: the arm is not finished
+    proc.communicate(timeout=60)
+    assert not os.path.isdir(os.path.join(train_dir, "final"))
+    warmup_times = json.load(open(os.path.join(out, "jobs.json")))
+    assert "seed0/warmup" in warmup_times
+
+    proc = _run(spec, out)
+    stdout, stderr = proc.communicate(timeout=480)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "already done" in stderr and "started seed0/warmup" not in stderr  # the warm-up is not redone
+    assert "started seed0/exec_1/train" in stderr  # the killed arm runs again, from the warm-up
+    assert os.path.isdir(os.path.join(train_dir, "final"))
+    text = open(os.path.join(out, "table.md")).read()
+    header = text.splitlines()[0]
+    for column, _, _ in COLUMNS:
+        assert column in header
+    assert "| warmup | 1 |" in text and "| exec_1 | 1 |" in text
+    assert "exec_1 − warmup" in text
+    # the RL arm logged the probe and the hidden-test metrics; the table reads them back
+    assert "Job time" in text
+    row = [line for line in text.splitlines() if line.startswith("| exec_1 | 1 |")][0]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    values = dict(zip(["arm", "seeds"] + [c for c, _, _ in COLUMNS], cells))
+    for column in ("greedy pass@1", "sampled pass@1", "pass@8", "false positives (training)", "probe, last"):
+        assert values[column] != "-", column
+        assert 0.0 <= float(values[column].split()[0]) <= 100.0
