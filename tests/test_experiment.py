@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from training.errors import UserError
-from training.experiment import COLUMNS, Spec, mean_se, plan
+from training.experiment import Spec, columns, mean_se, plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,7 +45,8 @@ def _run(spec: str, out: str, *extra) -> subprocess.Popen:
 
 
 def test_plan_shares_each_seeds_warmup(tmp_path):
-    spec = Spec.load(_spec_file(tmp_path, {**SPEC, "seeds": [0, 1], "arms": {"warmup": None, "a": [], "b": []}}))
+    spec = Spec.load(_spec_file(tmp_path, {**SPEC, "seeds": [0, 1], "arms": {"warmup": None, "a": [], "b": []},
+                                           "compare": [["a", "b"]]}))
     jobs = plan(spec, str(tmp_path))
     names = [j.name for j in jobs]
     assert names[:2] == ["seed0/warmup", "seed1/warmup"]
@@ -94,12 +95,12 @@ def test_two_arms_one_seed_table_and_a_killed_arm_resumes(tmp_path):
     proc = _run(spec, out)
     stdout, stderr = proc.communicate(timeout=480)
     assert proc.returncode == 0, stderr[-3000:]
-    assert "already done" in stderr and "started seed0/warmup" not in stderr  # the warm-up is not redone
+    assert "1 of 4 jobs already done" in stderr and "started seed0/warmup\n" not in stderr  # the warm-up is not redone
     assert "started seed0/exec_1/train" in stderr  # the killed arm runs again, from the warm-up
     assert os.path.isdir(os.path.join(train_dir, "final"))
     text = open(os.path.join(out, "table.md")).read()
     header = text.splitlines()[0]
-    for column, _, _ in COLUMNS:
+    for column, _, _ in columns(2):
         assert column in header
     assert "| warmup | 1 |" in text and "| exec_1 | 1 |" in text
     assert "exec_1 − warmup" in text
@@ -107,7 +108,7 @@ def test_two_arms_one_seed_table_and_a_killed_arm_resumes(tmp_path):
     assert "Job time" in text
     row = [line for line in text.splitlines() if line.startswith("| exec_1 | 1 |")][0]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    values = dict(zip(["arm", "seeds"] + [c for c, _, _ in COLUMNS], cells))
-    for column in ("greedy pass@1", "sampled pass@1", "pass@8", "false positives (training)", "probe, last"):
+    values = dict(zip(["arm", "seeds"] + [c for c, _, _ in columns(2)], cells))
+    for column in ("greedy pass@1", "sampled pass@1", "pass@2", "CodeT, own writer", "probe, last"):
         assert values[column] != "-", column
         assert 0.0 <= float(values[column].split()[0]) <= 100.0

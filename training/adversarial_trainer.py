@@ -148,6 +148,7 @@ class AdversarialTrainer:
                     row.update(_timed(timings, "update_discriminator", self.update_discriminator, batch))
             if self.probe_problems and (iteration % config.probe_every == 0 or iteration == iterations - 1):
                 row["probe_pass_rate"] = _timed(timings, "probe", self.probe)
+            timings["prefix"], self.rollouts.prefix_seconds = self.rollouts.prefix_seconds, 0.0  # part of rollout
             row.update({f"time_{k}": v for k, v in timings.items()}, time_iteration=time.time() - t0, global_step=self.global_step)
             if self.device.type == "cuda":
                 # the high-water mark since the run began: what a GPU must hold for this config

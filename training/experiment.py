@@ -228,11 +228,12 @@ def run_jobs(jobs: list, out: str, parallel: int, poll_s: float = 2.0) -> list:
 
 
 # =========================================================================== table
-# (column, where it is read from, how it is shown)
-COLUMNS = [
+def columns(n: int) -> list:
+    """(column, where it is read from, how it is shown) of the table, for n samples per problem."""
+    return [
     ("greedy pass@1", ("greedy", "pass@1"), "pct"),
     ("sampled pass@1", ("sampled", "pass@1"), "pct"),
-    ("pass@8", ("sampled", "pass@8"), "pct"),
+    (f"pass@{n}", ("sampled", f"pass@{n}"), "pct"),
     ("CodeT, own writer", ("sampled", "rerank", "pass@1"), "pct"),
     ("CodeT, warm-up writer", ("sampled", "rerank", "writer", "pass@1"), "pct"),
     ("false positives (held-out)", ("sampled", "false_positive_rate"), "pct"),
@@ -241,11 +242,15 @@ COLUMNS = [
     ("valid tests / problem", ("train", "discriminator", "valid_tests_per_problem"), "num"),
     ("probe, first", ("train", "generator", "probe_pass_rate_first"), "pct"),
     ("probe, last", ("train", "generator", "probe_pass_rate"), "pct"),
-]
-COMPARED = ["greedy pass@1", "sampled pass@1", "pass@8", "CodeT, own writer", "false positives (held-out)"]
+    ]
 
 
-def arm_values(out: str, seed: int, arm: str) -> dict | None:
+def compared(n: int) -> list:
+    """The columns whose paired differences the table reports."""
+    return ["greedy pass@1", "sampled pass@1", f"pass@{n}", "CodeT, own writer", "false positives (held-out)"]
+
+
+def arm_values(out: str, seed: int, arm: str, n: int) -> dict | None:
     """The table's numbers of one arm and seed (None until its evaluation exists)."""
     files = eval_files(out, seed, arm)
     reports = {k: _read_json(p) for k, p in files.items()}
@@ -259,7 +264,7 @@ def arm_values(out: str, seed: int, arm: str) -> dict | None:
         if rerank is not None:  # the warm-up's own writer is the warm-up writer
             rerank.setdefault("writer", {"pass@1": rerank.get("pass@1")})
     values = {}
-    for name, path, _ in COLUMNS:
+    for name, path, _ in columns(n):
         value = data
         for key in path:
             value = value.get(key) if isinstance(value, dict) else None
@@ -290,20 +295,22 @@ def _show(m, se, kind: str) -> str:
 
 def table(spec: Spec, out: str, times: dict | None = None) -> str:
     """Markdown: each arm's mean ± standard error over seeds, then the paired differences per seed."""
-    per = {arm: {s: arm_values(out, s, arm) for s in spec.seeds} for arm in spec.arms}
-    lines = ["| arm | seeds | " + " | ".join(c for c, _, _ in COLUMNS) + " |",
-             "|---|---|" + "---|" * len(COLUMNS)]
+    n = int(spec.evaluate.get("n", 8))
+    cols, diffs_of = columns(n), compared(n)
+    per = {arm: {s: arm_values(out, s, arm, n) for s in spec.seeds} for arm in spec.arms}
+    lines = ["| arm | seeds | " + " | ".join(c for c, _, _ in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
     for arm in spec.arms:
         rows = [v for v in per[arm].values() if v is not None]
-        cells = [_show(*mean_se([r[c] for r in rows])[:2], kind) for c, _, kind in COLUMNS]
+        cells = [_show(*mean_se([r[c] for r in rows])[:2], kind) for c, _, kind in cols]
         lines.append(f"| {arm} | {len(rows)} | " + " | ".join(cells) + " |")
     if spec.compare:
         lines += ["", "Paired differences per seed, in points (mean ± standard error; * where |mean| > 2 SE):", "",
-                  "| difference | seeds | " + " | ".join(COMPARED) + " |", "|---|---|" + "---|" * len(COMPARED)]
+                  "| difference | seeds | " + " | ".join(diffs_of) + " |", "|---|---|" + "---|" * len(diffs_of)]
         for a, b in spec.compare:
             seeds = [s for s in spec.seeds if per[a][s] is not None and per[b][s] is not None]
             cells = []
-            for c in COMPARED:
+            for c in diffs_of:
                 diffs = [per[a][s][c] - per[b][s][c] for s in seeds
                          if per[a][s][c] is not None and per[b][s][c] is not None]
                 m, se, _ = mean_se(diffs)

@@ -12,6 +12,7 @@ ran, labelled, for the outcome judge (`StageBatch.labelled`, judge.py).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -189,6 +190,7 @@ class Rollouts:
         # (problem id, stage) -> stages 1..k-1, written by the current policy: the trainer clears it
         # after every generator update, so a rollout never continues a prefix an older policy wrote
         self.prefix_cache: dict = {}
+        self.prefix_seconds = 0.0  # time spent writing prefixes, read (and reset) by the trainer's log
 
     def sample(self, stage_id: int, problems: list) -> StageBatch:
         """Sample G candidate outputs of stage k for each problem, after its own prefix.
@@ -239,7 +241,9 @@ class Rollouts:
             return [[] for _ in problems]
         missing = [p for p in problems if (p.id, stage_id) not in self.prefix_cache]
         if missing:
+            t0 = time.time()
             chains = self.generate_chains(missing, upto=stage_id - 1)
+            self.prefix_seconds += time.time() - t0
             for p, chain in zip(missing, chains):
                 self.prefix_cache[(p.id, stage_id)] = chain
         return [self.prefix_cache[(p.id, stage_id)] for p in problems]
