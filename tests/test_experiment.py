@@ -112,3 +112,14 @@ def test_two_arms_one_seed_table_and_a_killed_arm_resumes(tmp_path):
     for column in ("greedy pass@1", "sampled pass@1", "pass@2", "CodeT, own writer", "probe, last"):
         assert values[column] != "-", column
         assert 0.0 <= float(values[column].split()[0]) <= 100.0
+
+
+def test_the_shipped_spec_plans_the_whole_table(tmp_path):
+    spec = Spec.load(os.path.join(ROOT, "configs", "experiments", "sparse_tests.yaml"))
+    jobs = plan(spec, str(tmp_path))
+    kinds = [j.name.split("/")[-1] for j in jobs]
+    assert (kinds.count("warmup"), kinds.count("train"), kinds.count("eval")) == (3, 12, 15)
+    assert spec.arms["warmup"] is None and len(spec.seeds) >= 3
+    for job in jobs:  # the table's held-out instances and their false positives under one visible test
+        if job.name.endswith("/eval"):
+            assert "--visible-tests 1" in job.command[-1] and "heldout_instances" in job.command[-1]
