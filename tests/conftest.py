@@ -25,3 +25,15 @@ def problems():
     from training.curriculum import load_curriculum
 
     return load_curriculum("train", per_family=1)[:6]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module, as --cpu_threads=1 gives the CLIs: on a busy 2-core host two
+    threads per process oversubscribe the cores, and generation slows many times over."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -298,13 +298,7 @@ def test_rerank_reports_the_codet_pick_against_a_random_pick(monkeypatch):
     partly = "def f(x):\n    return 2\n"  # passes f(1) == 2 only
     codes = {"p1": [partly, right, right], "p2": [right, wrong, wrong]}
 
-    def fake_chains(generator, texts, max_new_tokens=None, temperature=0.0, **kwargs):
-        seen = {}
-        out = []
-        for text in texts:
-            i = seen[text] = seen.get(text, -1) + 1
-            out.append(["s1", "s2", "s3", "s4", codes[text][i]])
-        return out
+    fake_chains = _chains_ending_in(codes)
 
     monkeypatch.setattr(training.chains, "generate_chains", fake_chains)
     problems = [
@@ -548,13 +542,7 @@ def test_rerank_writer_reranks_the_same_codes(monkeypatch):
     partly = "def f(x):\n    return 2\n"  # passes f(1) == 2 only
     codes = {"p1": [partly, right, right]}
 
-    def fake_chains(generator, texts, max_new_tokens=None, temperature=0.0, **kwargs):
-        seen = {}
-        out = []
-        for text in texts:
-            i = seen[text] = seen.get(text, -1) + 1
-            out.append(["s1", "s2", "s3", "s4", codes[text][i]])
-        return out
+    fake_chains = _chains_ending_in(codes)
 
     class Recording(GuessingDiscriminator):
         def __init__(self):
@@ -623,3 +611,17 @@ def test_cli_rerank_writer_errors_are_one_line(tmp_path, capsys):
     assert evaluate_main(["--rerank-writer", str(tmp_path / "gen_only"), "--num-samples-rerank", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no discriminator.pt" in err[0]
+
+
+def _chains_ending_in(codes: dict):
+    """A stand-in for generate_chains: the i-th chain asked for a problem text ends in codes[text][i]."""
+
+    def fake_chains(generator, texts, max_new_tokens=None, temperature=0.0, **kwargs):
+        seen = {}
+        out = []
+        for text in texts:
+            i = seen[text] = seen.get(text, -1) + 1
+            out.append(["s1", "s2", "s3", "s4", codes[text][i]])
+        return out
+
+    return fake_chains

@@ -27,12 +27,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 OUTPUT = "Loop over the digits and add each one to a running total."
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_checkpoint(path, use_lora: bool, noise: float):

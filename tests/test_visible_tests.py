@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from reasoning.stages import build_prompt, get_stage
-from training.adversarial_trainer import AdversarialTrainer
 from training.errors import UserError
 from training.problems import Problem
 from training.rewards import REWARDS
@@ -30,13 +29,7 @@ VISIBLE_1 = ["--visible_tests=1", "--visible_choice=first"]
 FAST = ["--max_new_tokens=[4, 4, 4, 4, 16]", "--test_max_new_tokens=12", "--group_size=2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread, as --cpu_threads=1 gives the CLI: on a busy 2-core host, 2 threads run ~50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _rows(tmp_path):

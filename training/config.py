@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 
-import yaml
 
 from sandbox import SandboxConfig
-from training.config_parsing import build_kwargs, parse_override, renamed_key, set_dotted
+from training.config_parsing import build_kwargs, parse_override, read_yaml_mapping, renamed_key, set_dotted
 from training.errors import UserError
 from training.metrics import TRACKERS
 
@@ -382,16 +380,7 @@ class TrainingConfig:
 
     @classmethod
     def from_yaml(cls, path: str) -> "TrainingConfig":
-        if not os.path.isfile(path):
-            raise UserError(f"config file {path} does not exist; see configs/ for the shipped ones")
-        try:
-            with open(path) as f:
-                data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise UserError(f"config file {path} must hold a mapping of keys to values")
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(read_yaml_mapping(path, "config file", "configs/"), source=path)
 
     def with_overrides(self, args: list[str]) -> "TrainingConfig":
         """A copy with `--key=value` (or `key=value`) overrides applied; dotted keys for sections."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import os
 import typing
 
 import yaml
@@ -18,6 +19,23 @@ import yaml
 from training.errors import UserError
 
 logger = logging.getLogger(__name__)
+
+
+def read_yaml_mapping(path: str, what: str, shipped: str) -> dict:
+    """The mapping a YAML file holds (empty file: {}); a missing, unparsable or non-mapping file is one UserError.
+
+    `what` names the file in messages ("config file"), `shipped` says where the shipped ones are.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"{what} {path} does not exist; see {shipped} for the shipped ones")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{what} {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what} {path} must hold a mapping of keys to values")
+    return data
 
 def parse_override(arg: str) -> tuple[str, object]:
     body = arg[2:] if arg.startswith("--") else arg

@@ -36,9 +36,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import yaml
-
 from training.cli import run_cli, write_atomically
+from training.config_parsing import read_yaml_mapping
 from training.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,15 +57,7 @@ class Spec:
 
     @classmethod
     def load(cls, path: str) -> "Spec":
-        if not os.path.isfile(path):
-            raise UserError(f"experiment spec {path} does not exist; see configs/experiments/")
-        try:
-            with open(path) as f:
-                data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"experiment spec {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise UserError(f"experiment spec {path} must hold a mapping")
+        data = read_yaml_mapping(path, "experiment spec", "configs/experiments/")
         unknown = set(data) - {"seeds", "warmup", "rl", "arms", "compare", "evaluate"}
         if unknown:
             raise UserError(f"experiment spec {path}: unknown key {sorted(unknown)[0]!r}; "
