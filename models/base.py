@@ -55,6 +55,15 @@ class Rollout:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def rows(self, lo: int, hi: int) -> "Rollout":
+        """Rows lo..hi-1, with the same G."""
+        return Rollout(
+            prompt_ids=self.prompt_ids[lo:hi], prompt_mask=self.prompt_mask[lo:hi],
+            completion_ids=self.completion_ids[lo:hi], completion_mask=self.completion_mask[lo:hi],
+            texts=self.texts[lo:hi], prompts=self.prompts[lo:hi], num_samples=self.num_samples,
+            finished=self.finished[lo:hi] if self.finished is not None else None,
+        )
+
     @classmethod
     def cat(cls, rollouts: list) -> "Rollout":
         """The rows of several rollouts of the same G, in order; prompts stay left-padded, completions right-padded.

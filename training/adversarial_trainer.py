@@ -230,14 +230,14 @@ class AdversarialTrainer:
         correct = list(visible_pass)
         out = {}
         if self.visibility.enabled:
-            jobs = [(codes[b * G + g], self.visibility.hidden_tests(p), p.entry_point)
-                    for b, p in enumerate(batch.problems) for g in range(G) if self.visibility.hidden_tests(p)]
+            hidden = [self.visibility.hidden_tests(p) for p in batch.problems]
+            jobs = [(codes[b * G + g], tests, p.entry_point)
+                    for b, (p, tests) in enumerate(zip(batch.problems, hidden)) if tests for g in range(G)]
             results = iter(self.sandbox.run_batch(jobs) if jobs else [])
-            for b, p in enumerate(batch.problems):
-                hidden = self.visibility.hidden_tests(p)
-                if not hidden:
+            for b, tests in enumerate(hidden):
+                if not tests:
                     continue
-                outcomes, _ = self.rollouts.trusted_outcomes([next(results) for _ in range(G)], len(hidden))
+                outcomes, _ = self.rollouts.trusted_outcomes([next(results) for _ in range(G)], len(tests))
                 for g, o in enumerate(outcomes):
                     correct[b * G + g] = correct[b * G + g] and all(o)
             passing = [ok for ok, vis in zip(correct, visible_pass) if vis]

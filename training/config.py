@@ -18,11 +18,11 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-
 from sandbox import SandboxConfig
 from training.config_parsing import build_kwargs, parse_override, read_yaml_mapping, renamed_key, set_dotted
 from training.errors import UserError
 from training.metrics import TRACKERS
+from training.visibility import CHOICES as VISIBLE_CHOICES
 
 
 def _f(default, help: str, **kwargs):
@@ -287,8 +287,8 @@ class TrainingConfig:
             raise UserError(f"stages must be a list of stage numbers 1..5 ([] = warm-up only), got {self.stages!r}")
         if isinstance(self.visible_tests, bool) or self.visible_tests < 0:
             raise UserError(f"visible_tests must be 0 (all) or a positive number, got {self.visible_tests!r}")
-        if self.visible_choice not in ("first", "random"):
-            raise UserError(f"visible_choice must be first or random, got {self.visible_choice!r}")
+        if self.visible_choice not in VISIBLE_CHOICES:
+            raise UserError(f"visible_choice must be {' or '.join(VISIBLE_CHOICES)}, got {self.visible_choice!r}")
         if self.rollout_chain not in ("prefix", "trajectory"):
             raise UserError(f"rollout_chain must be prefix or trajectory, got {self.rollout_chain!r}")
         if self.probe_problems < 0 or self.probe_every < 1:

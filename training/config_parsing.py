@@ -37,6 +37,7 @@ def read_yaml_mapping(path: str, what: str, shipped: str) -> dict:
         raise UserError(f"{what} {path} must hold a mapping of keys to values")
     return data
 
+
 def parse_override(arg: str) -> tuple[str, object]:
     body = arg[2:] if arg.startswith("--") else arg
     if "=" not in body:

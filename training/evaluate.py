@@ -120,8 +120,7 @@ def evaluate_samples(problems: list, samples_per_problem: list, sandbox, ks=(1,)
     problem (HumanEval) has no hidden part. `summarize` turns them into
     `visible_pass@1` and `false_positive_rate`.
     """
-    if visible_tests and visible_choice not in VISIBLE_CHOICES:
-        raise UserError(f"visible_choice must be {' or '.join(VISIBLE_CHOICES)}, got {visible_choice!r}")
+    check_visible(visible_tests, visible_choice)
     results = run_samples(problems, samples_per_problem, sandbox)
     rows = []
     for p, codes, per_sample in zip(problems, samples_per_problem, results):

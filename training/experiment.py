@@ -31,6 +31,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -153,15 +154,9 @@ def plan(spec: Spec, out: str) -> list:
             greedy = [*common, "--n", "1", "--k", "1", *visible, "--output", files["greedy"]]
             sampled = [*common, "--n", str(n), "--k", f"1,{n}", "--temperature", str(ev.get("temperature", 1.0)),
                        *rerank, *visible, "--output", files["sampled"]]
-            jobs.append(Job(f"seed{seed}/{arm}/eval", ["bash", "-c", f"{_quote(greedy)} && {_quote(sampled)}"],
+            jobs.append(Job(f"seed{seed}/{arm}/eval", ["bash", "-c", f"{shlex.join(greedy)} && {shlex.join(sampled)}"],
                             [files["greedy"], files["sampled"]], os.path.join(sd, f"{arm}.eval.log"), after))
     return jobs
-
-
-def _quote(argv: list) -> str:
-    import shlex
-
-    return " ".join(shlex.quote(a) for a in argv)
 
 
 def run_jobs(jobs: list, out: str, parallel: int, poll_s: float = 2.0) -> list:
@@ -188,7 +183,7 @@ def run_jobs(jobs: list, out: str, parallel: int, poll_s: float = 2.0) -> list:
                     pending.remove(job)
                     os.makedirs(os.path.dirname(job.log), exist_ok=True)
                     log = open(job.log, "a")
-                    log.write(f"$ {_quote(job.command)}\n")
+                    log.write(f"$ {shlex.join(job.command)}\n")
                     log.flush()
                     proc = subprocess.Popen(job.command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
                     running[job.name] = (job, proc, log, time.time())
@@ -222,17 +217,17 @@ def run_jobs(jobs: list, out: str, parallel: int, poll_s: float = 2.0) -> list:
 def columns(n: int) -> list:
     """(column, where it is read from, how it is shown) of the table, for n samples per problem."""
     return [
-    ("greedy pass@1", ("greedy", "pass@1"), "pct"),
-    ("sampled pass@1", ("sampled", "pass@1"), "pct"),
-    (f"pass@{n}", ("sampled", f"pass@{n}"), "pct"),
-    ("CodeT, own writer", ("sampled", "rerank", "pass@1"), "pct"),
-    ("CodeT, warm-up writer", ("sampled", "rerank", "writer", "pass@1"), "pct"),
-    ("false positives (held-out)", ("sampled", "false_positive_rate"), "pct"),
-    ("false positives (training)", ("train", "generator", "false_positive_rate"), "pct"),
-    ("catch rate", ("train", "discriminator", "catch_rate"), "pct"),
-    ("valid tests / problem", ("train", "discriminator", "valid_tests_per_problem"), "num"),
-    ("probe, first", ("train", "generator", "probe_pass_rate_first"), "pct"),
-    ("probe, last", ("train", "generator", "probe_pass_rate"), "pct"),
+        ("greedy pass@1", ("greedy", "pass@1"), "pct"),
+        ("sampled pass@1", ("sampled", "pass@1"), "pct"),
+        (f"pass@{n}", ("sampled", f"pass@{n}"), "pct"),
+        ("CodeT, own writer", ("sampled", "rerank", "pass@1"), "pct"),
+        ("CodeT, warm-up writer", ("sampled", "rerank", "writer", "pass@1"), "pct"),
+        ("false positives (held-out)", ("sampled", "false_positive_rate"), "pct"),
+        ("false positives (training)", ("train", "generator", "false_positive_rate"), "pct"),
+        ("catch rate", ("train", "discriminator", "catch_rate"), "pct"),
+        ("valid tests / problem", ("train", "discriminator", "valid_tests_per_problem"), "num"),
+        ("probe, first", ("train", "generator", "probe_pass_rate_first"), "pct"),
+        ("probe, last", ("train", "generator", "probe_pass_rate"), "pct"),
     ]
 
 
@@ -248,9 +243,10 @@ def arm_values(out: str, seed: int, arm: str, n: int) -> dict | None:
     if any(r is None for r in reports.values()):
         return None
     data = {k: r["results"][0] for k, r in reports.items()}
-    data["train"] = _read_json(os.path.join(checkpoint_of(out, seed, arm), "metrics.json")) or {}
-    if arm == WARMUP_ARM:
-        data["train"] = {}
+    data["train"] = {}  # the warm-up arm has no RL figures
+    if arm != WARMUP_ARM:
+        data["train"] = _read_json(os.path.join(checkpoint_of(out, seed, arm), "metrics.json")) or {}
+    else:
         rerank = data["sampled"].get("rerank")
         if rerank is not None:  # the warm-up's own writer is the warm-up writer
             rerank.setdefault("writer", {"pass@1": rerank.get("pass@1")})
@@ -272,6 +268,13 @@ def mean_se(values: list) -> tuple:
         return m, None, 1
     var = sum((v - m) ** 2 for v in values) / (len(values) - 1)
     return m, math.sqrt(var / len(values)), len(values)
+
+
+def paired(a: dict, b: dict, seeds: list, column: str, column_b: str | None = None) -> tuple:
+    """mean_se of a's value minus b's (column_b of b, default the same column) over the seeds that have both."""
+    column_b = column_b or column
+    return mean_se([a[s][column] - b[s][column_b] for s in seeds if a[s] is not None and b[s] is not None
+                    and a[s][column] is not None and b[s][column_b] is not None])
 
 
 def _show(m, se, kind: str) -> str:
@@ -302,21 +305,16 @@ def table(spec: Spec, out: str, times: dict | None = None) -> str:
             seeds = [s for s in spec.seeds if per[a][s] is not None and per[b][s] is not None]
             cells = []
             for c in diffs_of:
-                diffs = [per[a][s][c] - per[b][s][c] for s in seeds
-                         if per[a][s][c] is not None and per[b][s][c] is not None]
-                m, se, _ = mean_se(diffs)
+                m, se, _ = paired(per[a], per[b], seeds, c)
                 mark = "*" if m is not None and se is not None and abs(m) > 2 * se else ""
                 cells.append(_show(m, se, "pct") + mark)
             lines.append(f"| {a} − {b} | {len(seeds)} | " + " | ".join(cells) + " |")
-    writer = [c for c in ("CodeT, own writer", "CodeT, warm-up writer")]
     lines += ["", "Own writer's CodeT pick minus the warm-up writer's, on the same samples (points):", "",
               "| arm | seeds | difference |", "|---|---|---|"]
     for arm, overrides in spec.arms.items():
         if overrides is None:
             continue
-        diffs = [v[writer[0]] - v[writer[1]] for v in per[arm].values()
-                 if v is not None and v[writer[0]] is not None and v[writer[1]] is not None]
-        m, se, n = mean_se(diffs)
+        m, se, n = paired(per[arm], per[arm], spec.seeds, "CodeT, own writer", "CodeT, warm-up writer")
         lines.append(f"| {arm} | {n} | {_show(m, se, 'pct')} |")
     if times:
         total = sum(times.values())

@@ -206,16 +206,19 @@ def _stage_starts(rows: list) -> list:
 def stage_metrics(stage_id: int, history: list, elapsed: float, total_elapsed: float) -> dict:
     """metrics.json of a stage: means over its iterations' rows."""
 
+    def present(key):
+        return [row[key] for row in history if row.get(key) is not None]
+
     def mean(key, default=None):
-        values = [row[key] for row in history if key in row and row[key] is not None]
+        values = present(key)
         return float(np.mean(values)) if values else default
 
     def first(key):
-        values = [row[key] for row in history if row.get(key) is not None]
+        values = present(key)
         return float(values[0]) if values else None
 
     def last(key):
-        values = [row[key] for row in history if row.get(key) is not None]
+        values = present(key)
         return float(values[-1]) if values else None
 
     terms = sorted({k for row in history for k in row if k.startswith("reward_") and k != "reward_std"})

@@ -160,22 +160,8 @@ def _cat_rollouts(batches: list):
     S = batches[0].stages_per_completion
     if S == 1:
         return Rollout.cat([b.rollout for b in batches])
-    parts = []
-    for s in range(S):
-        for b in batches:
-            n = len(b.completions)
-            parts.append(_rows(b.rollout, s * n, (s + 1) * n))
-    return Rollout.cat(parts)
-
-
-def _rows(rollout, lo: int, hi: int):
-    """Rows lo..hi-1 of a rollout."""
-    return Rollout(
-        prompt_ids=rollout.prompt_ids[lo:hi], prompt_mask=rollout.prompt_mask[lo:hi],
-        completion_ids=rollout.completion_ids[lo:hi], completion_mask=rollout.completion_mask[lo:hi],
-        texts=rollout.texts[lo:hi], prompts=rollout.prompts[lo:hi], num_samples=rollout.num_samples,
-        finished=rollout.finished[lo:hi] if rollout.finished is not None else None,
-    )
+    n = [len(b.completions) for b in batches]
+    return Rollout.cat([b.rollout.rows(s * m, (s + 1) * m) for s in range(S) for b, m in zip(batches, n)])
 
 
 class Rollouts:

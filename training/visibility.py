@@ -81,7 +81,7 @@ class TestVisibility:
     def record(self) -> dict:
         """What a checkpoint stores: the rule, and the visible indices of every problem the run split."""
         return {"k": self.k, "choice": self.choice, "seed": self.seed,
-                "indices": {pid: idx for pid, idx in self.indices.items()} if self.enabled else {}}
+                "indices": dict(self.indices) if self.enabled else {}}
 
     def check_resumable(self, saved: dict | None, source: str) -> None:
         """Refuse a checkpoint whose training saw tests that this run hides.
