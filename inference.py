@@ -5,6 +5,7 @@
     python inference.py --problem "..." --generate-tests --num-tests 5     # the discriminator tests the code
     python inference.py --problem "..." --num-samples 8                    # best of 8 by CodeT dual agreement
     python inference.py --problem "..." --generate-tests --output results.json
+    python inference.py --problem "..." --generate-tests --test-writer-input code   # the writer reads the code first
     python inference.py --model Qwen/Qwen2.5-Coder-1.5B-Instruct --problem "..."   # any HF model, untrained
 
 Prints each stage as `Stage N: <Name>`, a line of 60 dashes, and the stage
@@ -37,6 +38,10 @@ def parse_args(argv):
     parser.add_argument("--max-new-tokens", type=int, default=None, help="token budget of every stage and of each test-writer sample (default: the checkpoint's max_new_tokens and test_max_new_tokens; with --model, the training config's defaults)")
     parser.add_argument("--generate-tests", action="store_true", help="the discriminator writes tests; run them on the final code")
     parser.add_argument("--num-tests", type=int, default=5, help="tests to write with --generate-tests or --num-samples (default 5)")
+    parser.add_argument("--test-writer-input", choices=("problem", "code"), default=None,
+                        help="what the test writer reads: the problem, or the problem and the generated code "
+                             "(each sample's, pooled, with --num-samples; default: what the checkpoint's writer "
+                             "trained on, test_writer_input)")
     parser.add_argument("--no-test-agreement", action="store_true",
                         help="keep every distinct test of the writer's samples, also the results they disagree on "
                              "(default: a call whose samples assert different results keeps a majority result, or none)")
@@ -85,6 +90,7 @@ def run(args) -> int:
     else:
         generator, discriminator, config, metrics = load_players(checkpoint, args.device, discriminator=wants_tests)
     budgets = [args.max_new_tokens] * NUM_STAGES if args.max_new_tokens else list(config.max_new_tokens)
+    writer_input = args.test_writer_input or config.test_writer_input
 
     # ---------------------------------------------------------------- five stages, N times
     chains = generate_chains(generator, [problem] * args.num_samples, budgets, temperature=temperature)
@@ -97,11 +103,15 @@ def run(args) -> int:
         if entry_point is None:
             note = "no tests: the function name is not in the problem or the code; pass --entry-point NAME"
         else:
-            tests = discriminator.generate_tests(
-                problem, entry_point, code=None, num_tests=args.num_tests, max_new_tokens=args.max_new_tokens or config.test_max_new_tokens,
-                agreement=not args.no_test_agreement,
-            )
-            if not tests and discriminator.last_disputed_tests:
+            disputed = 0
+            for code in (codes if writer_input == "code" else [None]):  # the code each test set was written for
+                written = discriminator.generate_tests(
+                    problem, entry_point, code=code, num_tests=args.num_tests,
+                    max_new_tokens=args.max_new_tokens or config.test_max_new_tokens, agreement=not args.no_test_agreement,
+                )
+                tests += [t for t in written if t not in tests]
+                disputed += discriminator.last_disputed_tests
+            if not tests and disputed:
                 note = (f"no tests: the discriminator's samples disagreed on every result for {entry_point}; "
                         "--no-test-agreement keeps them")
             elif not tests:
@@ -147,6 +157,7 @@ def run(args) -> int:
             if wants_tests:
                 out["test_model"] = args.test_model or args.model
         if args.generate_tests:
+            out["test_writer_input"] = writer_input
             out["test_agreement"] = not args.no_test_agreement
             out["tests"] = results
             out["summary"] = {**summary, "note": note} if note else summary

@@ -38,7 +38,8 @@ from training.losses import (
     compute_advantages, discriminator_modules, group_spread, policy_update, scoring_head_step, trainable_parameters,
 )
 from training.metrics import MetricsLog, best_metric, mean_rows, stage_metrics, stage_summary
-from training.rewards import REWARDS, RewardBatch, combine, test_writer_rewards
+from training.mistakes import MistakeBook
+from training.rewards import REWARDS, RewardBatch, attack_writer_rewards, combine, runnable, test_writer_rewards
 from training.rollout import Rollouts, StageBatch
 from training.sampling import ProblemSampler, cap_groups
 from training.visibility import TestVisibility
@@ -81,6 +82,7 @@ class AdversarialTrainer:
         self.visibility = TestVisibility(config.visible_tests, config.visible_choice, config.seed)
         self._resumed = None  # (path, the checkpoint's visibility record) until train() checks it
         self.probe_problems: list = []  # the inference-style probe's training problems (visible tests)
+        self.book = MistakeBook(config.mistake_book_size, config.mistake_book_max_age)
 
     # ================================================================== public API
     def train(self, problems: list, eval_problems: list | None = None) -> dict:
@@ -143,6 +145,8 @@ class AdversarialTrainer:
                        trained_groups=_groups(valid, batch.group_size, self.dist), **stats)
             if batch.runs_code:
                 row.update(_timed(timings, "hidden_tests", self.outcome_metrics, batch))
+            if self.book and batch.test_batch is not None:
+                row.update(self.record_mistakes(batch))
             if config.use_discriminator:
                 for _ in range(config.discriminator_steps):
                     row.update(_timed(timings, "update_discriminator", self.update_discriminator, batch))
@@ -244,9 +248,8 @@ class AdversarialTrainer:
             out["hidden_pass_rate"] = sum(correct) / len(correct)
             out["false_positive_rate"] = 1.0 - sum(passing) / len(passing) if passing else None
         tb = batch.test_batch
-        if tb is not None:
-            caught = [any(not r for r, ok in zip(tb.candidate_results[b][g], tb.passes_reference[b]) if ok)
-                      for b in range(len(batch.problems)) for g in range(G) if not correct[b * G + g]]
+        if tb is not None:  # each candidate on the valid tests it ran: the pool, or those written for it and the book's
+            caught = [not all(r) for r, ok in zip(tb.valid_results(), correct) if not ok]
             out["catch_rate"] = sum(caught) / len(caught) if caught else None
         return {k: v for k, v in out.items() if v is not None}
 
@@ -323,7 +326,8 @@ class AdversarialTrainer:
             completions=batch.codes,
         )
         if batch.runs_code:
-            self.rollouts.execute(batch, with_tests=self.config.use_discriminator)
+            book = [self.book.tests(p.id, self.global_step) for p in batch.problems] if self.book else None
+            self.rollouts.execute(batch, with_tests=self.config.use_discriminator, book_tests=book)
             reward_batch.reference_results = batch.reference_results
             tb = batch.test_batch
             reward_batch.discriminator_results = tb.valid_results() if tb else [[] for _ in batch.completions]
@@ -389,9 +393,21 @@ class AdversarialTrainer:
             self.discriminator, self.discriminator_optimizer, items, labels, self.dist, self.config.max_grad_norm
         )
 
+    def record_mistakes(self, batch: StageBatch) -> dict:
+        """Put the valid tests that failed a runnable candidate in the mistake book; its row of the log."""
+        tb, G = batch.test_batch, batch.group_size
+        tb_runs, hits = tb.book_runs()
+        self.book.count(tb_runs, hits)
+        for b, problem in enumerate(batch.problems):
+            caught = [t for g in range(G) if runnable(batch.codes[b * G + g]) for t in tb.caught_tests(b, g)]
+            self.book.record(problem.id, caught, self.global_step)
+        return self.book.stats()
+
     def _test_writer_rewards(self, batch: StageBatch) -> list:
-        """Each test sample's CURE reward (rewards.py) from the candidates' results on its tests."""
+        """Each test sample's reward (rewards.py): CURE over every candidate, or the attack on the candidate it read."""
         config = self.config
+        if config.test_writer_input == "code":
+            return attack_writer_rewards(batch.test_batch, batch.codes, config.quiet_test_reward, config.quiet_test_cap)
         return test_writer_rewards(
             batch.test_batch, batch.codes, batch.reference_results, batch.group_size,
             config.invalid_test_penalty, config.test_writer_reward,
@@ -438,6 +454,7 @@ class AdversarialTrainer:
             "rng_state": ckpt.rng_state(self.rng),
             "best_reward": self.best_reward if math.isfinite(self.best_reward) else None,
             "visible_tests": self.visibility.record(),
+            "mistake_book": self.book.state_dict(),
         }
         mode = self.config.save_optimizer
         ckpt.save_training_state(path, self._players(), self._optimizers(), self.dist, common, with_optimizer=mode != "none")
@@ -477,6 +494,7 @@ class AdversarialTrainer:
             torch.manual_seed(int(torch.randint(2**31, (1,)).item()) + 1000 * self.dist.rank)
         self.log.truncate_after(self.completed_stage)
         self._resumed = (path, gen.get("visible_tests"))  # checked against this run's split in train()
+        self.book.load_state_dict(gen.get("mistake_book"))
         return gen.get("metrics", {})
 
     def _players(self) -> tuple:

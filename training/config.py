@@ -25,6 +25,9 @@ from training.metrics import TRACKERS
 from training.visibility import CHOICES as VISIBLE_CHOICES
 
 
+TEST_WRITER_INPUTS = ("problem", "code")  # what the test writer reads: the statement, or it and the candidate's code
+
+
 def _f(default, help: str, **kwargs):
     """A dataclass field with a default and a help text (shown by `train.py --help`)."""
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
@@ -224,6 +227,23 @@ class TrainingConfig:
         "Test-writer samples per problem at the code stage (at least 2: their advantages are relative to each "
         "other); each sample keeps its first 3 asserts, and the problem's tests are their distinct union.",
     )
+    test_writer_input: str = _f(
+        "problem",
+        "What the test writer reads: problem (the statement; test_samples samples per problem, every candidate "
+        "runs all of them, CURE reward) or code (the statement and one candidate's code; one sample per "
+        "candidate, whose valid tests score that candidate, attack reward in training/rewards.py).",
+    )
+    quiet_test_reward: float = _f(
+        0.1, "test_writer_input=code: what each valid test that the candidate passes earns its writer.")
+    quiet_test_cap: float = _f(
+        0.3, "test_writer_input=code: the most a sample's quiet tests earn together (below 1, a catch's worth).")
+    mistake_book_size: int = _f(
+        0,
+        "Per problem, the most valid tests kept that failed a candidate; later iterations run them on new "
+        "candidates too, so a bug caught once keeps costing until it is fixed (0 = no book).",
+    )
+    mistake_book_max_age: int = _f(
+        20, "Generator updates a test stays in the mistake book after the last candidate it failed.")
     test_max_new_tokens: int = _f(96, "Token budget of one test-writer sample, in training and at inference.")
     test_temperature: float = _f(1.0, "Sampling temperature of the test writer.")
     test_writer_reward: str = _f(
@@ -339,6 +359,13 @@ class TrainingConfig:
             raise UserError(f"test_samples must be at least 2 (the writer's advantages are relative to the problem's samples), got {self.test_samples}")
         if self.test_max_new_tokens < 1:
             raise UserError(f"test_max_new_tokens must be at least 1, got {self.test_max_new_tokens}")
+        if self.test_writer_input not in TEST_WRITER_INPUTS:
+            raise UserError(f"test_writer_input must be {' or '.join(TEST_WRITER_INPUTS)}, got {self.test_writer_input!r}")
+        if not 0.0 <= self.quiet_test_reward <= self.quiet_test_cap < 1.0:
+            raise UserError("quiet_test_reward and quiet_test_cap need 0 <= quiet_test_reward <= quiet_test_cap < 1 "
+                            f"(quiet tests must not outweigh one catch), got {self.quiet_test_reward} and {self.quiet_test_cap}")
+        if self.mistake_book_size < 0 or self.mistake_book_max_age < 1:
+            raise UserError("mistake_book_size must not be negative and mistake_book_max_age must be at least 1")
         if self.invalid_test_penalty < 0:
             raise UserError(f"invalid_test_penalty must be non-negative, got {self.invalid_test_penalty}")
         if self.temperature <= 0:

@@ -48,6 +48,7 @@ import sys
 
 import numpy as np
 
+from training.config import TEST_WRITER_INPUTS
 from training.cli import check_flags, run_cli, write_atomically
 from training.chains import sample_chains
 from training.errors import UserError
@@ -246,7 +247,7 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
                      test_max_new_tokens: int = TEST_MAX_NEW_TOKENS, validity_temperature: float | None = None, desc: str = "eval",
                      progress: bool = True, test_agreement: bool = True, keep_samples: bool = False,
                      visible_tests: int = 0, visible_choice: str = "first", visible_seed: int = 0,
-                     rerank_discriminator=None) -> dict:
+                     rerank_discriminator=None, test_writer_input: str = "problem") -> dict:
     """pass@k of in-memory players on `problems` (what evaluate_checkpoint does after loading).
 
     n == 1 is greedy unless a temperature is given; n > 1 samples at
@@ -264,7 +265,12 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
     (`evaluate_samples`). `rerank_discriminator` (needs R > 1) reranks the same
     R samples with a second test writer, from the random state the
     discriminator's own test sampling started in, into `rerank["writer"]`: a
-    writer with the same weights picks exactly the same samples.
+    writer with the same weights picks exactly the same samples. The
+    validity tests are written for each problem's first sample (the greedy
+    code when n == 1), which runs them for `tests["catch_rate"]`; with
+    `test_writer_input` "code" the writer reads that code first, as
+    `inference.py --test-writer-input code` does. Reranking's writer reads
+    the problem only: every sample must run the same tests.
     """
     from tqdm import tqdm
 
@@ -344,6 +350,7 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
         result["tests"] = discriminator_test_validity(
             discriminator, problems, sandbox, num_tests=num_tests, temperature=validity_temperature,
             max_new_tokens=test_max_new_tokens, bar=bar, agreement=test_agreement,
+            codes=[per[0] for per in codes], read_code=test_writer_input == "code",
         )
         bar.close()
     return result
@@ -407,7 +414,8 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
                         progress: bool = True, all_families: bool = False,
                         validity_temperature: float | None = None, test_agreement: bool = True,
                         keep_samples: bool = False, visible_tests: int = 0, visible_choice: str = "first",
-                        visible_seed: int = 0, rerank_writer: str | None = None) -> dict:
+                        visible_seed: int = 0, rerank_writer: str | None = None,
+                        test_writer_input: str | None = None) -> dict:
     """Load a checkpoint directory and evaluate it on each problem spec.
 
     Curriculum problems are restricted to the families the run trained on
@@ -416,7 +424,8 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
     (for `write_samples_jsonl`). `visible_tests` K > 0 also reports the
     false-positive rate of K visible tests per problem (`evaluate_samples`);
     `rerank_writer`, a checkpoint directory, reranks the same R samples with
-    its discriminator too (`evaluate_players`).
+    its discriminator too (`evaluate_players`). `test_writer_input` (default:
+    what the run's writer trained on) is what the validity tests' writer reads.
     """
     from training.checkpoint import require_checkpoint_dir
     from training.loading import load_players
@@ -437,6 +446,7 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
         max_new_tokens=max_new_tokens, workers=workers, progress=progress, all_families=all_families,
         validity_temperature=validity_temperature, test_agreement=test_agreement, keep_samples=keep_samples,
         visible=(visible_tests, visible_choice, visible_seed), writer=(rerank_writer, writer),
+        test_writer_input=test_writer_input,
     )
 
 
@@ -445,7 +455,8 @@ def evaluate_model(model: str, specs=DEFAULT_SPECS.split(","), test_model: str |
                    temperature: float | None = None, max_new_tokens=None, workers: int | None = None,
                    progress: bool = True, all_families: bool = False, validity_temperature: float | None = None,
                    test_agreement: bool = True, keep_samples: bool = False, visible_tests: int = 0,
-                   visible_choice: str = "first", visible_seed: int = 0, rerank_writer: str | None = None) -> dict:
+                   visible_choice: str = "first", visible_seed: int = 0, rerank_writer: str | None = None,
+                   test_writer_input: str | None = None) -> dict:
     """Evaluate a Hugging Face model as it is (directory or hub id), without training: the zero-shot baseline.
 
     The model is the generator; the test writer (reranking, test validity) is
@@ -474,6 +485,7 @@ def evaluate_model(model: str, specs=DEFAULT_SPECS.split(","), test_model: str |
         max_new_tokens=max_new_tokens, workers=workers, progress=progress, all_families=all_families,
         validity_temperature=validity_temperature, test_agreement=test_agreement, keep_samples=keep_samples,
         visible=(visible_tests, visible_choice, visible_seed), writer=(rerank_writer, writer),
+        test_writer_input=test_writer_input,
     )
 
 
@@ -528,7 +540,8 @@ def load_test_writer(checkpoint_dir: str, device: str = "auto", dtype=None):
 
 def _evaluate_loaded(report: dict, generator, discriminator, config, sources: list, n, ks, limit, num_samples_rerank,
                      num_tests, temperature, max_new_tokens, workers, progress, all_families, validity_temperature,
-                     test_agreement, keep_samples, visible=(0, "first", 0), writer=(None, None)) -> dict:
+                     test_agreement, keep_samples, visible=(0, "first", 0), writer=(None, None),
+                     test_writer_input: str | None = None) -> dict:
     """Fill `report["results"]` with one evaluation of the loaded players per (spec, problems) source.
 
     `visible` is (visible_tests, visible_choice, visible_seed); `writer` is
@@ -545,6 +558,8 @@ def _evaluate_loaded(report: dict, generator, discriminator, config, sources: li
     budgets = _budgets(max_new_tokens, config.max_new_tokens)
     report["test_validity"] = validity_temperature is not None
     report["test_agreement"] = test_agreement
+    if validity_temperature is not None:
+        report["test_writer_input"] = test_writer_input = test_writer_input or config.test_writer_input
     _header_visible(report, *visible)
     writer_dir, writer = writer
     if writer_dir is not None:
@@ -558,6 +573,7 @@ def _evaluate_loaded(report: dict, generator, discriminator, config, sources: li
                 validity_temperature=validity_temperature, desc=spec, progress=progress,
                 test_agreement=test_agreement, keep_samples=keep_samples, visible_tests=visible[0],
                 visible_choice=visible[1], visible_seed=visible[2], rerank_discriminator=writer,
+                test_writer_input=test_writer_input or "problem",
             )
             if writer_dir is not None and "writer" in result.get("rerank", {}):
                 result["rerank"]["writer"] = {"checkpoint": writer_dir, **result["rerank"]["writer"]}
@@ -641,7 +657,9 @@ def to_markdown(report: dict) -> str:
         cols.append(f"reranked pass@1, writer `{writer}`")
     if validity:
         other = "without" if report.get("test_agreement", True) else "with"
-        cols += ["discriminator test validity", "its tests per problem", f"validity {other} agreement"]
+        reads = report.get("test_writer_input", "problem")
+        cols += [f"discriminator test validity (writer reads {reads})", "its tests per problem",
+                 "valid tests per problem", "catch rate of the first sample", f"validity {other} agreement"]
     forgeable = any(r.get("forgeable_problems") for r in report["results"])
     if forgeable:
         cols.append("problems with forgeable tests")
@@ -660,7 +678,8 @@ def to_markdown(report: dict) -> str:
         if validity:
             tv = r.get("tests") or {}
             om = tv.get("other_merge") or {}
-            cells += [_fmt(tv.get("test_validity")), _fmt(tv.get("tests_per_problem")), _fmt(om.get("test_validity"))]
+            cells += [_fmt(tv.get(k)) for k in ("test_validity", "tests_per_problem", "valid_tests_per_problem", "catch_rate")]
+            cells.append(_fmt(om.get("test_validity")))
         if forgeable:
             cells.append(str(r.get("forgeable_problems", 0)))
         lines.append("| " + " | ".join(cells) + " |")
@@ -700,6 +719,9 @@ def parse_args(argv):
                         help="also report the share of the discriminator's tests that the reference solutions pass")
     parser.add_argument("--test-temperature", type=float, default=0.7,
                         help="sampling temperature of the tests for --test-validity (default 0.7, as inference.py)")
+    parser.add_argument("--test-writer-input", choices=TEST_WRITER_INPUTS, default=None,
+                        help="with --test-validity: the writer reads the problem, or the problem and the first "
+                             "sample's code (default: what the checkpoint's writer trained on)")
     parser.add_argument("--no-test-agreement", action="store_true",
                         help="keep every distinct test of the writer's samples, also the results they disagree on "
                              "(default: a majority result per call, as inference.py)")
@@ -743,6 +765,8 @@ def run(args) -> int:
     if not specs:
         raise UserError("--problems is empty; give e.g. curriculum:heldout_instances or humaneval")
     check_flags(("count", "--n", args.n), ("budget", "--max-new-tokens", args.max_new_tokens))
+    if args.test_writer_input is not None and not args.test_validity:
+        raise UserError("--test-writer-input says how --test-validity's tests are written; add --test-validity")
     if args.test_validity and args.canonical:
         raise UserError("--test-validity needs a checkpoint's discriminator; drop --canonical")
     if args.canonical and (args.model is not None or args.test_model is not None):
@@ -780,7 +804,7 @@ def run(args) -> int:
             all_families=args.all_families,
             validity_temperature=args.test_temperature if args.test_validity else None,
             test_agreement=not args.no_test_agreement, keep_samples=keep_samples,
-            rerank_writer=args.rerank_writer, **visible,
+            rerank_writer=args.rerank_writer, test_writer_input=args.test_writer_input, **visible,
         )
         if checkpoint is None:
             report = evaluate_model(args.model, specs, test_model=args.test_model, **common)

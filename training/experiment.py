@@ -12,13 +12,16 @@ and the evaluation:
     rl: [--stages=[5], "--iterations_per_stage=[0,0,0,0,40]"]
     arms: {warmup: null, exec_1: [--use_discriminator=false], adv_1: []}
     compare: [[adv_1, exec_1]]
-    evaluate: {problems: curriculum:heldout_instances, limit: 48, n: 8, temperature: 1.0, rerank: 8, visible_tests: 1}
+    evaluate: {problems: curriculum:heldout_instances, limit: 48, n: 8, temperature: 1.0, rerank: 8, visible_tests: 1,
+               test_validity: [adv_1]}
 
 Per seed, one warm-up (`train.py --stages=[]`) writes `<out>/seed_S/warmup_run/`;
 every RL arm resumes from its `warmup/` into `<out>/seed_S/<arm>/` (an arm
 set to null is the warm-up itself), and each checkpoint is evaluated greedily
 and by sampling (`python -m training.evaluate`), CodeT-reranked once with its
-own test writer and once with the warm-up's. Jobs run as subprocesses, `--jobs`
+own test writer and once with the warm-up's; an arm in `test_validity` also
+has its test writer write tests for its greedy code on the same problems
+(`--test-validity`, reading what the run's writer read). Jobs run as subprocesses, `--jobs`
 at a time (default 2) with one torch thread each. A job is done when its
 output exists, so a killed experiment started again skips what finished and
 reruns what did not. `<out>/jobs.json` keeps each job's time; `<out>/table.md`
@@ -81,6 +84,9 @@ class Spec:
         for pair in compare:
             if not (isinstance(pair, list) and len(pair) == 2 and all(a in arms for a in pair)):
                 raise UserError(f"experiment spec {path}: compare lists pairs of arm names, got {pair!r}")
+        measured = (data.get("evaluate") or {}).get("test_validity", [])
+        if not isinstance(measured, list) or any(a not in arms for a in measured):
+            raise UserError(f"experiment spec {path}: evaluate.test_validity lists arm names, got {measured!r}")
         return cls(seeds=seeds, warmup=list(data.get("warmup", [])), rl=list(data.get("rl", [])), arms=arms,
                    compare=compare, evaluate=dict(data.get("evaluate") or {}))
 
@@ -116,6 +122,11 @@ def checkpoint_of(out: str, seed: int, arm: str) -> str:
 def eval_files(out: str, seed: int, arm: str) -> dict:
     base = os.path.join(seed_dir(out, seed), arm if arm != WARMUP_ARM else "warmup_run")
     return {"greedy": os.path.join(base, "eval_greedy.json"), "sampled": os.path.join(base, "eval_sampled.json")}
+
+
+def tests_file(out: str, seed: int, arm: str) -> str:
+    """The held-out test-writing evaluation of an arm listed in evaluate.test_validity."""
+    return os.path.join(os.path.dirname(eval_files(out, seed, arm)["greedy"]), "eval_tests.json")
 
 
 def plan(spec: Spec, out: str) -> list:
@@ -156,6 +167,10 @@ def plan(spec: Spec, out: str) -> list:
                        *rerank, *visible, "--output", files["sampled"]]
             jobs.append(Job(f"seed{seed}/{arm}/eval", ["bash", "-c", f"{shlex.join(greedy)} && {shlex.join(sampled)}"],
                             [files["greedy"], files["sampled"]], os.path.join(sd, f"{arm}.eval.log"), after))
+            if arm in ev.get("test_validity", []):  # tests written for the greedy code, as inference.py writes them
+                tests = tests_file(out, seed, arm)
+                jobs.append(Job(f"seed{seed}/{arm}/tests", [*common, "--n", "1", "--test-validity", "--output", tests],
+                                [tests], os.path.join(sd, f"{arm}.tests.log"), after))
     return jobs
 
 
@@ -228,12 +243,17 @@ def columns(n: int) -> list:
         ("valid tests / problem", ("train", "discriminator", "valid_tests_per_problem"), "num"),
         ("probe, first", ("train", "generator", "probe_pass_rate_first"), "pct"),
         ("probe, last", ("train", "generator", "probe_pass_rate"), "pct"),
+        ("held-out test validity", ("tests", "tests", "test_validity"), "pct"),
+        ("held-out valid tests / problem", ("tests", "tests", "valid_tests_per_problem"), "num"),
+        ("held-out catch rate", ("tests", "tests", "catch_rate"), "pct"),
+        ("s / iteration", ("train", "time", "iteration"), "num"),
     ]
 
 
 def compared(n: int) -> list:
     """The columns whose paired differences the table reports."""
-    return ["greedy pass@1", "sampled pass@1", f"pass@{n}", "CodeT, own writer", "false positives (held-out)"]
+    return ["greedy pass@1", "sampled pass@1", f"pass@{n}", "CodeT, own writer", "false positives (held-out)",
+            "catch rate", "held-out valid tests / problem", "held-out catch rate", "s / iteration"]
 
 
 def arm_values(out: str, seed: int, arm: str, n: int) -> dict | None:
@@ -243,6 +263,8 @@ def arm_values(out: str, seed: int, arm: str, n: int) -> dict | None:
     if any(r is None for r in reports.values()):
         return None
     data = {k: r["results"][0] for k, r in reports.items()}
+    tests = _read_json(tests_file(out, seed, arm))
+    data["tests"] = tests["results"][0] if tests else {}
     data["train"] = {}  # the warm-up arm has no RL figures
     if arm != WARMUP_ARM:
         data["train"] = _read_json(os.path.join(checkpoint_of(out, seed, arm), "metrics.json")) or {}
@@ -291,6 +313,7 @@ def table(spec: Spec, out: str, times: dict | None = None) -> str:
     """Markdown: each arm's mean ± standard error over seeds, then the paired differences per seed."""
     n = int(spec.evaluate.get("n", 8))
     cols, diffs_of = columns(n), compared(n)
+    kinds = {c: kind for c, _, kind in cols}
     per = {arm: {s: arm_values(out, s, arm, n) for s in spec.seeds} for arm in spec.arms}
     lines = ["| arm | seeds | " + " | ".join(c for c, _, _ in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
@@ -299,7 +322,7 @@ def table(spec: Spec, out: str, times: dict | None = None) -> str:
         cells = [_show(*mean_se([r[c] for r in rows])[:2], kind) for c, _, kind in cols]
         lines.append(f"| {arm} | {len(rows)} | " + " | ".join(cells) + " |")
     if spec.compare:
-        lines += ["", "Paired differences per seed, in points (mean ± standard error; * where |mean| > 2 SE):", "",
+        lines += ["", "Paired differences per seed, in points for rates (mean ± standard error; * where |mean| > 2 SE):", "",
                   "| difference | seeds | " + " | ".join(diffs_of) + " |", "|---|---|" + "---|" * len(diffs_of)]
         for a, b in spec.compare:
             seeds = [s for s in spec.seeds if per[a][s] is not None and per[b][s] is not None]
@@ -307,7 +330,7 @@ def table(spec: Spec, out: str, times: dict | None = None) -> str:
             for c in diffs_of:
                 m, se, _ = paired(per[a], per[b], seeds, c)
                 mark = "*" if m is not None and se is not None and abs(m) > 2 * se else ""
-                cells.append(_show(m, se, "pct") + mark)
+                cells.append(_show(m, se, kinds[c]) + mark)
             lines.append(f"| {a} − {b} | {len(seeds)} | " + " | ".join(cells) + " |")
     lines += ["", "Own writer's CodeT pick minus the warm-up writer's, on the same samples (points):", "",
               "| arm | seeds | difference |", "|---|---|---|"]

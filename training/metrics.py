@@ -248,7 +248,12 @@ def stage_metrics(stage_id: int, history: list, elapsed: float, total_elapsed: f
             "valid_tests_per_problem": mean("valid_tests_per_problem"),
             "catch_rate": mean("catch_rate"),
             "test_writer_reward": mean("test_writer_reward"),
+            "mistake_book_size": last("mistake_book_size"),
+            "mistake_book_hit_rate": mean("mistake_book_hit_rate"),
         },
+        # seconds per iteration, and the test writer's part of it (sampling and scoring sit in time_score)
+        "time": {k[len("time_"):]: mean(k) for k in ("time_iteration", "time_score", "time_update_discriminator")
+                 if present(k)},
     }
 
 

@@ -137,7 +137,7 @@ def pass_matrix(sandbox, codes: list, tests: list, entry_point: str) -> list:
 
 def sample_test_texts(discriminator, items: list, num_tests: int = 5, temperature: float = 0.7,
                       max_new_tokens: int = TEST_MAX_NEW_TOKENS, batch_size: int = 32, samples: int | None = None) -> list:
-    """Per (problem_text, entry_point) item, the test writer's raw completions (`merge_tests` makes tests of them).
+    """Per (problem_text, entry_point[, code]) item, the test writer's raw completions (`merge_tests` makes tests of them).
 
     The batched form of `LLMDiscriminator.generate_tests` before the merge:
     same prompt and sampling, `samples` completions per item (default:
@@ -150,7 +150,7 @@ def sample_test_texts(discriminator, items: list, num_tests: int = 5, temperatur
     out = []
     for lo in range(0, len(items), per_call):
         chunk = items[lo : lo + per_call]
-        prompts = [discriminator.test_prompt(problem, entry_point) for problem, entry_point in chunk]
+        prompts = [discriminator.test_prompt(*item) for item in chunk]
         rollout = discriminator.sample_tests(prompts, num_samples=S, max_new_tokens=max_new_tokens, temperature=temperature)
         out.extend(rollout.texts[i * S : (i + 1) * S] for i in range(len(chunk)))
     return out
@@ -185,15 +185,17 @@ def rerank_samples(discriminator, problems: list, samples_per_problem: list, san
 
 
 def _tests_both_ways(discriminator, problems: list, num_tests: int, temperature: float, max_new_tokens: int,
-                     agreement: bool) -> tuple:
+                     agreement: bool, codes: list | None = None) -> tuple:
     """The discriminator's tests per problem from one set of samples, merged with `agreement` and the other way.
 
-    Returns ([(main, other)], union): the two merges, and per problem their
-    distinct tests together, to run in one sandbox job.
+    With `codes` (one per problem) the writer reads that code too. Returns
+    ([(main, other)], union): the two merges, and per problem their distinct
+    tests together, to run in one sandbox job.
     """
     from reasoning.stages import merge_tests
 
-    texts = sample_test_texts(discriminator, [(p.prompt, p.entry_point) for p in problems], num_tests=num_tests,
+    items = [(p.prompt, p.entry_point) + ((codes[i],) if codes is not None else ()) for i, p in enumerate(problems)]
+    texts = sample_test_texts(discriminator, items, num_tests=num_tests,
                               temperature=temperature, max_new_tokens=max_new_tokens)
     merged = [tuple(merge_tests(t, p.entry_point, num_tests, mode)[0] for mode in (agreement, not agreement))
               for t, p in zip(texts, problems)]
@@ -201,7 +203,8 @@ def _tests_both_ways(discriminator, problems: list, num_tests: int, temperature:
 
 
 def discriminator_test_validity(discriminator, problems: list, sandbox, num_tests: int = 5, temperature: float = 0.7,
-                                max_new_tokens: int = TEST_MAX_NEW_TOKENS, bar=None, agreement: bool = True) -> dict:
+                                max_new_tokens: int = TEST_MAX_NEW_TOKENS, bar=None, agreement: bool = True,
+                                codes: list | None = None, read_code: bool = False) -> dict:
     """How many of the discriminator's tests the reference solution passes, on `problems`.
 
     The discriminator writes up to `num_tests` distinct asserts per problem
@@ -212,26 +215,51 @@ def discriminator_test_validity(discriminator, problems: list, sandbox, num_test
     merged the other way are summarised under "other_merge", so the vote's
     effect is measured without sampling noise. `forgeable_share` is the share
     of its tests that the sandbox can only check in assert mode.
+
+    With `codes` (one program per problem, e.g. the greedy chain's code) each
+    program also runs the problem's reference tests and the written ones:
+    `catch_rate` is the share of the wrong programs (failing a reference
+    test) that a valid written test fails. With `read_code` the writer reads
+    that program first, as `inference.py --test-writer-input code` has it.
     """
+    if read_code and codes is None:
+        raise ValueError("read_code needs the codes to read")
     rows, other_rows = [], []
     for lo in range(0, len(problems), 32):
         chunk = problems[lo : lo + 32]
-        merged, union = _tests_both_ways(discriminator, chunk, num_tests, temperature, max_new_tokens, agreement)
+        chunk_codes = codes[lo : lo + 32] if codes is not None else None
+        merged, union = _tests_both_ways(discriminator, chunk, num_tests, temperature, max_new_tokens, agreement,
+                                         chunk_codes if read_code else None)
         jobs = [(p.reference_solution, tests, p.entry_point) for p, tests in zip(chunk, union) if tests]
-        results = iter(sandbox.run_batch(jobs) if jobs else [])
+        if chunk_codes is not None:
+            jobs += [(code, list(p.tests) + tests, p.entry_point) for p, tests, code in zip(chunk, union, chunk_codes)]
+        results = sandbox.run_batch(jobs) if jobs else []
+        on_reference, on_code = iter(results), iter(results[len(jobs) - len(chunk):] if chunk_codes is not None else [])
         for p, tests, (main, other) in zip(chunk, union, merged):
-            result = next(results) if tests else None
+            result = next(on_reference) if tests else None
             ok = dict(zip(tests, result.outcomes(len(tests)))) if tests else {}
             forgeable = dict(zip(tests, result.forgeable_at(len(tests)))) if tests else {}
-            rows.append({"id": p.id, "tests": main, "valid": [ok[t] for t in main],
-                         "forgeable": [forgeable[t] for t in main]})
+            row = {"id": p.id, "tests": main, "valid": [ok[t] for t in main], "forgeable": [forgeable[t] for t in main]}
+            if chunk_codes is not None:
+                outcomes = next(on_code).outcomes(len(p.tests) + len(tests))
+                passed = dict(zip(tests, outcomes[len(p.tests):]))
+                row["code_wrong"] = not all(outcomes[:len(p.tests)])
+                row["caught"] = row["code_wrong"] and any(ok[t] and not passed[t] for t in main)
+            rows.append(row)
             other_rows.append([ok[t] for t in other])
         if bar is not None:
             bar.update(len(chunk))
     written = sum(len(row["tests"]) for row in rows)
+    wrong = [row for row in rows if row.get("code_wrong")]
+    extra = {}
+    if codes is not None:
+        extra = {"wrong_codes": len(wrong),
+                 "catch_rate": sum(row["caught"] for row in wrong) / len(wrong) if wrong else float("nan")}
     return {
         "temperature": temperature,
         "agreement": agreement,
+        "writer_input": "code" if read_code else "problem",
+        **extra,
         **_validity([row["valid"] for row in rows]),
         # tests the sandbox could check only in assert mode (rewards leave them out)
         "forgeable_share": sum(sum(row["forgeable"]) for row in rows) / written if written else float("nan"),

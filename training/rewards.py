@@ -189,3 +189,53 @@ def test_writer_rewards(test_batch, completions: list, reference_results: list, 
         for t in range(T):
             rewards.append(writer_sample_reward([reward_of[x] for x in test_batch.sample_tests[b * T + t]], how))
     return rewards
+
+
+def attack_reward(valid: list, caught: list, quiet: float = 0.1, quiet_cap: float = 0.3, invalid: float = 1.0) -> float:
+    """The reward of one test-writer sample that read one candidate's code, from its tests.
+
+    valid[j]: test j passes the reference solution (and the sandbox can check
+    it out of the candidate's reach); caught[j]: the candidate it read fails
+    test j. Per test:
+
+    | test                                  | reward                            |
+    |---------------------------------------|-----------------------------------|
+    | valid, fails the candidate (a catch)  | +1                                |
+    | valid, the candidate passes (quiet)   | +quiet, all quiet ones <= cap     |
+    | invalid (whatever the candidate does) | -invalid                          |
+    | no test at all                        | -1 for the sample                 |
+
+    The sample's reward is the sum. Quiet tests together earn at most
+    `quiet_cap` (below 1), so a writer cannot make up for a catch by piling
+    up safe tests, and a writer facing a correct candidate still learns to
+    write valid ones. For example, with the defaults: one catch and two quiet
+    tests 1.2; three quiet tests 0.3, not 0.3 + anything more for a fourth;
+    one catch and one invalid test 0.
+    """
+    if len(valid) != len(caught):
+        raise ValueError(f"{len(valid)} validity flags but {len(caught)} results")
+    if not valid:
+        return -1.0
+    catches = sum(1 for ok, hit in zip(valid, caught) if ok and hit)
+    quiets = sum(1 for ok, hit in zip(valid, caught) if ok and not hit)
+    invalids = sum(1 for ok in valid if not ok)
+    return catches + min(quiets * quiet, quiet_cap) - invalids * invalid
+
+
+def attack_writer_rewards(test_batch, completions: list, quiet: float = 0.1, quiet_cap: float = 0.3) -> list:
+    """The reward of each code-reading test-writer sample (one per candidate, problem-major): `attack_reward`.
+
+    Sample i read candidate i. A candidate that does not parse fails every
+    test, so failing it is no catch: its valid tests count as quiet.
+    """
+    rewards = []
+    for b, tests in enumerate(test_batch.tests):
+        index = {t: j for j, t in enumerate(tests)}
+        for g in range(test_batch.samples_per_problem):
+            i = b * test_batch.samples_per_problem + g
+            ran = dict(zip(test_batch.runs_of(b, g), test_batch.candidate_results[b][g]))
+            own = [index[t] for t in test_batch.sample_tests[i]]
+            valid = [test_batch.passes_reference[b][j] for j in own]
+            caught = [runnable(completions[i]) and not ran[j] for j in own]
+            rewards.append(attack_reward(valid, caught, quiet, quiet_cap))
+    return rewards

@@ -33,13 +33,17 @@ class TestBatch:
 
     __test__ = False  # not a pytest class, whatever imports it
 
-    rollout: object  # Rollout of T test samples per problem
+    rollout: object  # Rollout of the test samples: T per problem, or one per candidate when the writer reads code
     samples_per_problem: int
-    tests: list  # per problem: unique tests pooled from its samples
+    tests: list  # per problem: unique tests pooled from its samples, then its mistake-book tests
     sample_tests: list  # per sample: its tests
     passes_reference: list  # per problem: list[bool] per pooled test (False for a forgeable one left out)
     forgeable: list = field(default_factory=list)  # per problem: list[bool] per pooled test
-    candidate_results: list = field(default_factory=list)  # per problem: G lists of bool per pooled test
+    written: list = field(default_factory=list)  # per problem: the first `written` pooled tests are the writer's (all if empty)
+    book: list = field(default_factory=list)  # per problem: the pooled-test indices of its mistake-book tests (none if empty)
+    # per problem: None (every candidate runs every pooled test) or G lists of the pooled-test indices each ran
+    runs: list = field(default_factory=list)
+    candidate_results: list = field(default_factory=list)  # per problem: G lists of bool, one per test it ran
 
     @classmethod
     def cat(cls, batches: list) -> "TestBatch":
@@ -50,16 +54,38 @@ class TestBatch:
             rollout=Rollout.cat([b.rollout for b in batches]),
             samples_per_problem=batches[0].samples_per_problem,
             **{name: [x for b in batches for x in getattr(b, name)]
-               for name in ("tests", "sample_tests", "passes_reference", "forgeable", "candidate_results")},
+               for name in ("tests", "sample_tests", "passes_reference", "forgeable", "written", "book", "runs",
+                            "candidate_results")},
         )
 
+    def runs_of(self, b: int, g: int) -> list:
+        """The pooled-test indices of problem b that its candidate g ran."""
+        runs = self.runs[b] if self.runs else None  # none given: every candidate ran the pool
+        return range(len(self.tests[b])) if runs is None else runs[g]
+
     def valid_results(self) -> list:
-        """Per candidate (problem-major), its results on the tests that the reference passes."""
+        """Per candidate (problem-major), its results on the tests it ran that the reference passes."""
         return [
-            [r for r, ok in zip(row, self.passes_reference[b]) if ok]
+            [r for r, j in zip(row, self.runs_of(b, g)) if self.passes_reference[b][j]]
             for b, rows in enumerate(self.candidate_results)
-            for row in rows
+            for g, row in enumerate(rows)
         ]
+
+    def caught_tests(self, b: int, g: int) -> list:
+        """The valid tests of problem b that its candidate g failed."""
+        return [self.tests[b][j] for r, j in zip(self.candidate_results[b][g], self.runs_of(b, g))
+                if self.passes_reference[b][j] and not r]
+
+    def book_runs(self) -> tuple:
+        """(runs, failures): mistake-book tests run on candidates, and how many the candidates failed."""
+        runs = hits = 0
+        for b, rows in enumerate(self.candidate_results):
+            for g, row in enumerate(rows):
+                for r, j in zip(row, self.runs_of(b, g)):
+                    if self.book and j in self.book[b]:
+                        runs += 1
+                        hits += not r
+        return runs, hits
 
 
 @dataclass
@@ -144,7 +170,9 @@ class StageBatch:
             row["forgeable_tests_excluded"] = self.forgeable_tests_excluded
             tb = self.test_batch
             if tb is not None:
-                flat = [ok for per in tb.passes_reference for ok in per]
+                # the writer's own tests (the mistake book's were valid when they entered it)
+                written = tb.written or [len(per) for per in tb.passes_reference]
+                flat = [ok for per, n in zip(tb.passes_reference, written) for ok in per[:n]]
                 row["test_validity"] = float(np.mean(flat)) if flat else 0.0
                 row["tests_per_problem"] = len(flat) / len(self.problems)
                 row["valid_tests_per_problem"] = sum(flat) / len(self.problems)
@@ -250,15 +278,21 @@ class Rollouts:
             logits = self.discriminator.score_batch(items)
         return [float(x) for x in torch.sigmoid(logits.float()).tolist()]
 
-    def execute(self, batch: StageBatch, with_tests: bool) -> None:
-        """Run each candidate on the reference tests and, `with_tests`, on tests the discriminator writes."""
+    def execute(self, batch: StageBatch, with_tests: bool, book_tests: list | None = None) -> None:
+        """Run each candidate on the reference tests and, `with_tests`, on tests the discriminator writes.
+
+        `book_tests` (per problem) are the mistake book's tests, run on every candidate beside the writer's.
+        """
         G = batch.group_size
-        tests_batch = self.write_tests(batch.problems) if with_tests else None
-        jobs = []
         codes = batch.codes
+        tests_batch = None
+        if with_tests:
+            reads = self.config.test_writer_input == "code"
+            tests_batch = self.write_tests(batch.problems, codes if reads else None, book_tests)
+        jobs = []
         for b, problem in enumerate(batch.problems):
-            extra = tests_batch.tests[b] if tests_batch else []
             for g in range(G):
+                extra = [tests_batch.tests[b][j] for j in tests_batch.runs_of(b, g)] if tests_batch else []
                 jobs.append((codes[b * G + g], list(problem.tests) + extra, problem.entry_point))
         results = self.sandbox.run_batch(jobs)
         batch.reference_results = []
@@ -278,8 +312,8 @@ class Rollouts:
             batch.labelled += [LabelledChain(problem.id, problem.prompt, prefix, chain_passed(o))
                                for prefix, o in zip(prefixes, reference)]
             if tests_batch:
-                n_all = len(jobs[b * G][1])
-                tests_batch.candidate_results[b] = [r.outcomes(n_all)[n_ref:] for r in group]
+                tests_batch.candidate_results[b] = [r.outcomes(len(jobs[b * G + g][1]))[n_ref:]
+                                                    for g, r in enumerate(group)]
         batch.test_batch = tests_batch
 
     def trusted_outcomes(self, results: list, n: int) -> tuple[list, int]:
@@ -298,14 +332,29 @@ class Rollouts:
             return outcomes, 0
         return [[o for o, f in zip(row, forgeable) if not f] for row in outcomes], sum(forgeable)
 
-    def write_tests(self, problems: list) -> TestBatch:
-        """The test writer samples T completions per problem; pooled tests are checked on the reference."""
-        T = self.config.test_samples
-        prompts = [build_test_prompt(p.prompt, p.entry_point) for p in problems]
+    def write_tests(self, problems: list, codes: list | None = None, book_tests: list | None = None) -> TestBatch:
+        """The writer's tests, pooled per problem with the mistake book's and checked on the reference.
+
+        Without `codes` the writer samples test_samples completions per
+        problem from its statement, and every candidate runs the whole pool.
+        With `codes` (G candidates per problem, problem-major) it samples one
+        completion per candidate, reading that candidate's code, and each
+        candidate runs the tests written for it and the book's.
+        """
+        config = self.config
+        if codes is None:
+            T = config.test_samples
+            prompts = [build_test_prompt(p.prompt, p.entry_point) for p in problems]
+        else:
+            T = len(codes) // len(problems)
+            prompts = [build_test_prompt(p.prompt, p.entry_point, code)
+                       for b, p in enumerate(problems) for code in codes[b * T:(b + 1) * T]]
         self.discriminator.model.eval()
         with torch.no_grad(), self.dist.gathered(self.discriminator.model):
-            ro = self.discriminator.sample(prompts, num_samples=T, max_new_tokens=self.config.test_max_new_tokens, temperature=self.config.test_temperature)
-        sample_tests, pooled = [], []
+            ro = self.discriminator.sample(prompts, num_samples=T if codes is None else 1,
+                                           max_new_tokens=config.test_max_new_tokens, temperature=config.test_temperature)
+        ro.num_samples = T  # the writer's groups are the problem's samples, whatever each read
+        sample_tests, pooled, written, book, runs = [], [], [], [], []
         for b, problem in enumerate(problems):
             pool = []
             for t in range(T):
@@ -313,7 +362,16 @@ class Rollouts:
                 tests = tests[:TESTS_PER_SAMPLE]  # one sample is a handful of asserts, not a whole file
                 sample_tests.append(tests)
                 pool.extend(x for x in tests if x not in pool)
+            written.append(len(pool))
+            kept = list(dict.fromkeys(book_tests[b] if book_tests else []))
+            pool.extend(x for x in kept if x not in pool)
             pooled.append(pool)
+            book.append([pool.index(x) for x in kept])
+            if codes is None:
+                runs.append(None)
+            else:
+                own = [[pool.index(x) for x in sample_tests[b * T + t]] for t in range(T)]
+                runs.append([mine + [j for j in book[b] if j not in mine] for mine in own])
         validation = iter(self.sandbox.run_batch(
             [(p.reference_solution, pool, p.entry_point) for p, pool in zip(problems, pooled) if pool]
         ))
@@ -326,7 +384,7 @@ class Rollouts:
             passes_reference = [[ok and not f for ok, f in zip(oks, flags)]
                                 for oks, flags in zip(passes_reference, forgeable)]
         return TestBatch(rollout=ro, samples_per_problem=T, tests=pooled, sample_tests=sample_tests,
-                         passes_reference=passes_reference, forgeable=forgeable)
+                         passes_reference=passes_reference, forgeable=forgeable, written=written, book=book, runs=runs)
 
     def lookahead(self, batch: StageBatch) -> list:
         """Complete each candidate's chain greedily to code; the pass fraction on the reference tests."""
