@@ -233,6 +233,11 @@ class TrainingConfig:
         "runs all of them, CURE reward) or code (the statement and one candidate's code; one sample per "
         "candidate, whose valid tests score that candidate, attack reward in training/rewards.py).",
     )
+    code_tests_scope: str = _f(
+        "own",
+        "test_writer_input=code: the written tests each candidate runs for its reward: own (those written for it, "
+        "and the mistake book's) or group (those written for any candidate of its problem, and the book's).",
+    )
     quiet_test_reward: float = _f(
         0.1, "test_writer_input=code: what each valid test that the candidate passes earns its writer.")
     quiet_test_cap: float = _f(
@@ -361,6 +366,8 @@ class TrainingConfig:
             raise UserError(f"test_max_new_tokens must be at least 1, got {self.test_max_new_tokens}")
         if self.test_writer_input not in TEST_WRITER_INPUTS:
             raise UserError(f"test_writer_input must be {' or '.join(TEST_WRITER_INPUTS)}, got {self.test_writer_input!r}")
+        if self.code_tests_scope not in ("own", "group"):
+            raise UserError(f"code_tests_scope must be own or group, got {self.code_tests_scope!r}")
         if not 0.0 <= self.quiet_test_reward <= self.quiet_test_cap < 1.0:
             raise UserError("quiet_test_reward and quiet_test_cap need 0 <= quiet_test_reward <= quiet_test_cap < 1 "
                             f"(quiet tests must not outweigh one catch), got {self.quiet_test_reward} and {self.quiet_test_cap}")

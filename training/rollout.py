@@ -339,7 +339,8 @@ class Rollouts:
         problem from its statement, and every candidate runs the whole pool.
         With `codes` (G candidates per problem, problem-major) it samples one
         completion per candidate, reading that candidate's code, and each
-        candidate runs the tests written for it and the book's.
+        candidate runs the tests written for it and the book's (with
+        code_tests_scope=group, the whole pool).
         """
         config = self.config
         if codes is None:
@@ -367,7 +368,7 @@ class Rollouts:
             pool.extend(x for x in kept if x not in pool)
             pooled.append(pool)
             book.append([pool.index(x) for x in kept])
-            if codes is None:
+            if codes is None or config.code_tests_scope == "group":
                 runs.append(None)
             else:
                 own = [[pool.index(x) for x in sample_tests[b * T + t]] for t in range(T)]
