@@ -300,3 +300,20 @@ def test_held_out_validity_reads_the_code_and_counts_its_catches():
     assert out["wrong_codes"] == 2 and out["catch_rate"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="read_code needs the codes"):
         discriminator_test_validity(writer, [right], None, read_code=True)
+
+
+def test_evaluate_refuses_a_writer_input_without_test_validity(capsys):
+    from training.evaluate import main
+
+    assert main(["--checkpoint", "nowhere", "--test-writer-input", "code"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "--test-writer-input says how --test-validity's tests are written" in err
+
+
+def test_experiment_spec_names_only_its_arms_for_test_writing(tmp_path):
+    from training.experiment import Spec
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("seeds: [0]\narms: {adv: []}\nevaluate: {test_validity: [adv, nowhere]}\n")
+    with pytest.raises(UserError, match="evaluate.test_validity lists arm names"):
+        Spec.load(str(spec))

@@ -8,7 +8,8 @@ One RL iteration of stage k, in named steps:
     adv     = compute_advantages(rewards)     # group-relative, zero-spread groups skipped
     update_generator(batch, adv)              # clipped PG over completion tokens + KL
     update_discriminator(batch)               # BCE scoring head (gold vs generated, or the outcome
-                                              # judge, judge.py); CURE test writer at the code stage
+                                              # judge, judge.py); the test writer at the code stage (CURE,
+                                              # or the attack reward when it reads the code)
 
 The parts live beside it: `warmup.py` (supervised warm-up), `rollout.py`
 (sampling, prefixes, sandbox execution), `rewards.py` (the registry),
