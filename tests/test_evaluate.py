@@ -438,7 +438,9 @@ def test_cli_reports_the_discriminators_test_validity(checkpoint_dir, tmp_path, 
     written = sum(len(row["tests"]) for row in tests["problems"])
     assert tests["tests_per_problem"] == pytest.approx(written / 3)
     assert all(len(row["valid"]) == len(row["tests"]) <= 3 for row in tests["problems"])
-    assert "| discriminator test validity | its tests per problem |" in captured.out
+    assert "| discriminator test validity (writer reads problem) | its tests per problem | valid tests per problem |" in captured.out
+    assert tests["writer_input"] == "problem" and 0 <= tests["wrong_codes"] <= 3
+    assert all("caught" in row and "code_wrong" in row for row in tests["problems"])
     assert evaluate_main(["--canonical", "--test-validity"]) == 2
     assert "--test-validity needs a checkpoint" in capsys.readouterr().err
 

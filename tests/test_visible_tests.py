@@ -293,6 +293,8 @@ def test_outcome_metrics_on_known_candidates(tmp_path, sandbox, monkeypatch):
     assert out["false_positive_rate"] == pytest.approx(2 / 5)
     # wrong ones: toy/one g2 (caught), g3; toy/double g1 (caught), g2, g3 (caught)
     assert out["catch_rate"] == pytest.approx(3 / 5)
+    # the false positives: toy/double g1 (caught by the valid a) and g2 (only the invalid b fails it)
+    assert out["false_positive_catch_rate"] == pytest.approx(1 / 2)
 
 
 def test_outcome_metrics_without_hidden_tests_logs_no_hidden_rates(tmp_path, sandbox):

@@ -228,7 +228,8 @@ class AdversarialTrainer:
         every visible test, the share that fail a hidden one (both only when
         some tests are hidden). catch_rate: of the wrong candidates (failing a
         reference test, hidden ones included), the share that a valid
-        discriminator test fails. Nothing here feeds a reward or an update.
+        discriminator test fails; false_positive_catch_rate: the same share of
+        the false positives alone. Nothing here feeds a reward or an update.
         """
         G, codes = batch.group_size, batch.codes
         visible_pass = [bool(r) and all(r) for r in batch.reference_results]
@@ -250,8 +251,12 @@ class AdversarialTrainer:
             out["false_positive_rate"] = 1.0 - sum(passing) / len(passing) if passing else None
         tb = batch.test_batch
         if tb is not None:  # each candidate on the valid tests it ran: the pool, or those written for it and the book's
-            caught = [not all(r) for r, ok in zip(tb.valid_results(), correct) if not ok]
+            failed = [not all(r) for r in tb.valid_results()]
+            caught = [hit for hit, ok in zip(failed, correct) if not ok]
             out["catch_rate"] = sum(caught) / len(caught) if caught else None
+            if self.visibility.enabled:  # the wrong ones only a test beyond the visible ones can catch
+                missed = [hit for hit, ok, vis in zip(failed, correct, visible_pass) if vis and not ok]
+                out["false_positive_catch_rate"] = sum(missed) / len(missed) if missed else None
         return {k: v for k, v in out.items() if v is not None}
 
     def probe(self) -> float:

@@ -240,6 +240,7 @@ def columns(n: int) -> list:
         ("false positives (held-out)", ("sampled", "false_positive_rate"), "pct"),
         ("false positives (training)", ("train", "generator", "false_positive_rate"), "pct"),
         ("catch rate", ("train", "discriminator", "catch_rate"), "pct"),
+        ("catch rate of false positives", ("train", "discriminator", "false_positive_catch_rate"), "pct"),
         ("valid tests / problem", ("train", "discriminator", "valid_tests_per_problem"), "num"),
         ("probe, first", ("train", "generator", "probe_pass_rate_first"), "pct"),
         ("probe, last", ("train", "generator", "probe_pass_rate"), "pct"),
@@ -253,7 +254,7 @@ def columns(n: int) -> list:
 def compared(n: int) -> list:
     """The columns whose paired differences the table reports."""
     return ["greedy pass@1", "sampled pass@1", f"pass@{n}", "CodeT, own writer", "false positives (held-out)",
-            "catch rate", "held-out valid tests / problem", "held-out catch rate", "s / iteration"]
+            "catch rate", "catch rate of false positives", "held-out valid tests / problem", "held-out catch rate", "s / iteration"]
 
 
 def arm_values(out: str, seed: int, arm: str, n: int) -> dict | None:

@@ -247,6 +247,7 @@ def stage_metrics(stage_id: int, history: list, elapsed: float, total_elapsed: f
             "tests_per_problem": mean("tests_per_problem"),
             "valid_tests_per_problem": mean("valid_tests_per_problem"),
             "catch_rate": mean("catch_rate"),
+            "false_positive_catch_rate": mean("false_positive_catch_rate"),
             "test_writer_reward": mean("test_writer_reward"),
             "mistake_book_size": last("mistake_book_size"),
             "mistake_book_hit_rate": mean("mistake_book_hit_rate"),
