@@ -118,7 +118,7 @@ def test_the_shipped_spec_plans_the_whole_table(tmp_path):
     spec = Spec.load(os.path.join(ROOT, "configs", "experiments", "sparse_tests.yaml"))
     jobs = plan(spec, str(tmp_path))
     kinds = [j.name.split("/")[-1] for j in jobs]
-    assert (kinds.count("warmup"), kinds.count("train"), kinds.count("eval"), kinds.count("tests")) == (3, 18, 21, 12)
+    assert (kinds.count("warmup"), kinds.count("train"), kinds.count("eval"), kinds.count("tests")) == (3, 21, 24, 15)
     for job in jobs:  # the test-writing evaluation reads what each run's writer read: its config decides
         if job.name.endswith("/tests"):
             assert "--test-validity" in job.command and "--test-writer-input" not in job.command
