@@ -627,3 +627,15 @@ def _chains_ending_in(codes: dict):
         return out
 
     return fake_chains
+
+
+def test_sampled_evaluation_repeats_with_its_seed(checkpoint_dir, tmp_path, capsys):
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
+        assert evaluate_main(["--checkpoint", str(checkpoint_dir), "--problems", "curriculum:heldout_instances",
+                              "--limit", "2", "--n", "3", "--k", "1", "--temperature", "1.0", "--max-new-tokens", "8",
+                              "--device", "cpu", "--no-progress", "--seed", seed,
+                              "--samples-jsonl", str(tmp_path / f"{name}.jsonl")]) == 0
+    capsys.readouterr()
+    a, b, c = ((tmp_path / f"{n}.jsonl").read_text() for n in "abc")
+    assert a == b and len(a.splitlines()) == 6
+    assert a != c

