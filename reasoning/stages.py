@@ -225,6 +225,14 @@ def is_assert_on(source: str, entry_point: str) -> bool:
     )
 
 
+def canonical_test(test: str) -> str:
+    """A test's syntax tree as text (the stripped source when it does not parse): spacing does not count."""
+    try:
+        return ast.dump(ast.parse(test.strip()))
+    except (SyntaxError, ValueError):
+        return test.strip()
+
+
 def parses(code: str) -> bool:
     """True when `code` is syntactically valid Python."""
     try:

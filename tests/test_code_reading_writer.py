@@ -188,10 +188,11 @@ def test_group_scope_runs_every_test_written_for_the_problem_on_each_candidate(t
 
 def test_a_caught_bug_keeps_failing_new_wrong_candidates(tmp_path, sandbox, monkeypatch):
     trainer = make_trainer(tmp_path, sandbox, *CODE, "--mistake_book_size=4", "--mistake_book_max_age=3")
-    texts = {"first": "assert f(3) == 6\n", "later": ""}  # later, the writer finds nothing
+    # the visible reference test, respaced, fails the third candidate: it stays out of the book (all run it)
+    texts = {"first": "assert f(3) == 6\nassert  f(0)==0\n", "later": ""}  # later, the writer finds nothing
     _writer_writes(trainer, monkeypatch, lambda p: texts[state["round"]])
     state = {"round": "first"}
-    first = _batch(DOUBLE, [RIGHT, WRONG])
+    first = _batch(DOUBLE, [RIGHT, WRONG, "def f(x):\n    return 2 * x + 1\n"])
     trainer.score(first)
     assert trainer.record_mistakes(first)["mistake_book_size"] == 1
     assert trainer.book.tests(DOUBLE.id, trainer.global_step) == ["assert f(3) == 6"]

@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from reasoning.stages import NUM_STAGES, get_stage
+from reasoning.stages import NUM_STAGES, canonical_test, get_stage
 from training import checkpoint as ckpt
 from training.build import spread
 from training.config import TrainingConfig
@@ -400,12 +400,18 @@ class AdversarialTrainer:
         )
 
     def record_mistakes(self, batch: StageBatch) -> dict:
-        """Put the valid tests that failed a runnable candidate in the mistake book; its row of the log."""
+        """Put the valid tests that failed a runnable candidate in the mistake book; its row of the log.
+
+        A test that the problem's reference tests (those the run sees) already
+        hold stays out: every candidate runs it anyway, so it would add nothing.
+        """
         tb, G = batch.test_batch, batch.group_size
         tb_runs, hits = tb.book_runs()
         self.book.count(tb_runs, hits)
         for b, problem in enumerate(batch.problems):
-            caught = [t for g in range(G) if runnable(batch.codes[b * G + g]) for t in tb.caught_tests(b, g)]
+            known = {canonical_test(t) for t in problem.tests}
+            caught = [t for g in range(G) if runnable(batch.codes[b * G + g]) for t in tb.caught_tests(b, g)
+                      if canonical_test(t) not in known]
             self.book.record(problem.id, caught, self.global_step)
         return self.book.stats()
 

@@ -333,13 +333,14 @@ def table(spec: Spec, out: str, times: dict | None = None) -> str:
                 mark = "*" if m is not None and se is not None and abs(m) > 2 * se else ""
                 cells.append(_show(m, se, kinds[c]) + mark)
             lines.append(f"| {a} − {b} | {len(seeds)} | " + " | ".join(cells) + " |")
-    lines += ["", "Own writer's CodeT pick minus the warm-up writer's, on the same samples (points):", "",
-              "| arm | seeds | difference |", "|---|---|---|"]
-    for arm, overrides in spec.arms.items():
-        if overrides is None:
-            continue
-        m, se, n = paired(per[arm], per[arm], spec.seeds, "CodeT, own writer", "CodeT, warm-up writer")
-        lines.append(f"| {arm} | {n} | {_show(m, se, 'pct')} |")
+    if spec.evaluate.get("rerank"):
+        lines += ["", "Own writer's CodeT pick minus the warm-up writer's, on the same samples (points):", "",
+                  "| arm | seeds | difference |", "|---|---|---|"]
+        for arm, overrides in spec.arms.items():
+            if overrides is None:
+                continue
+            m, se, n = paired(per[arm], per[arm], spec.seeds, "CodeT, own writer", "CodeT, warm-up writer")
+            lines.append(f"| {arm} | {n} | {_show(m, se, 'pct')} |")
     if times:
         total = sum(times.values())
         lines += ["", f"Job time: {total / 60:.1f} min in all ({len(times)} jobs); "
