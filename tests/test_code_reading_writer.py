@@ -214,13 +214,20 @@ def test_a_caught_bug_keeps_failing_new_wrong_candidates(tmp_path, sandbox, monk
 
 
 def test_outcome_catch_rate_counts_the_tests_each_candidate_ran(tmp_path, sandbox, monkeypatch):
-    trainer = make_trainer(tmp_path, sandbox, *CODE, "--group_size=3")
-    written = {RIGHT: "assert f(2) == 4\n", WRONG: "assert f(2) == 4\n", "x + 3": "assert f(3) == 6\n"}
+    trainer = make_trainer(tmp_path, sandbox, *CODE, "--group_size=3", "--visible_tests=1")
+    full = Problem(id="toy/double3", prompt="Double x.", entry_point="f", reference_solution=RIGHT,
+                   tests=["assert f(0) == 0", "assert f(1) == 2", "assert f(3) == 6"])
+    (problem,) = trainer.visible([full])  # f(0) == 0 visible; f(1) and f(3) hidden
+    cubic = "def f(x):\n    return x ** 3 - 3 * x\n"
+    written = {RIGHT: "assert f(2) == 4\n", WRONG: "assert f(2) == 4\n", cubic: "assert f(3) == 6\n"}
     _writer_writes(trainer, monkeypatch, lambda p: next(t for c, t in written.items() if c.strip() in p))
-    batch = _batch(DOUBLE, [RIGHT, WRONG, "def f(x):\n    return x + 3\n"])
+    batch = _batch(problem, [RIGHT, WRONG, cubic])
     trainer.score(batch)
-    # both wrong candidates pass f(0); WRONG read f(2) == 4, which it passes; x + 3 read f(3) == 6, which it fails
-    assert trainer.outcome_metrics(batch)["catch_rate"] == pytest.approx(0.5)
+    out = trainer.outcome_metrics(batch)
+    # WRONG and cubic pass the visible test and fail a hidden one; WRONG passes the f(2) == 4 written for it,
+    # cubic fails its f(3) == 6: one of the two caught, among the wrong ones and among the false positives
+    assert out["false_positive_rate"] == pytest.approx(2 / 3)
+    assert out["catch_rate"] == pytest.approx(0.5) and out["false_positive_catch_rate"] == pytest.approx(0.5)
 
 
 def test_a_code_reading_iteration_trains_the_writer_and_checkpoints_the_book(tmp_path, sandbox, problems):
