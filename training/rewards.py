@@ -209,7 +209,7 @@ def attack_reward(valid: list, caught: list, quiet: float = 0.1, quiet_cap: floa
     `quiet_cap` (below 1), so a writer cannot make up for a catch by piling
     up safe tests, and a writer facing a correct candidate still learns to
     write valid ones. For example, with the defaults: one catch and two quiet
-    tests 1.2; three quiet tests 0.3, not 0.3 + anything more for a fourth;
+    tests 1.2; three quiet tests 0.3, and a fourth adds nothing;
     one catch and one invalid test 0.
     """
     if len(valid) != len(caught):
