@@ -558,8 +558,9 @@ def _evaluate_loaded(report: dict, generator, discriminator, config, sources: li
     budgets = _budgets(max_new_tokens, config.max_new_tokens)
     report["test_validity"] = validity_temperature is not None
     report["test_agreement"] = test_agreement
+    test_writer_input = test_writer_input or config.test_writer_input
     if validity_temperature is not None:
-        report["test_writer_input"] = test_writer_input = test_writer_input or config.test_writer_input
+        report["test_writer_input"] = test_writer_input
     _header_visible(report, *visible)
     writer_dir, writer = writer
     if writer_dir is not None:
@@ -573,7 +574,7 @@ def _evaluate_loaded(report: dict, generator, discriminator, config, sources: li
                 validity_temperature=validity_temperature, desc=spec, progress=progress,
                 test_agreement=test_agreement, keep_samples=keep_samples, visible_tests=visible[0],
                 visible_choice=visible[1], visible_seed=visible[2], rerank_discriminator=writer,
-                test_writer_input=test_writer_input or "problem",
+                test_writer_input=test_writer_input,
             )
             if writer_dir is not None and "writer" in result.get("rerank", {}):
                 result["rerank"]["writer"] = {"checkpoint": writer_dir, **result["rerank"]["writer"]}

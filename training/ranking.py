@@ -231,10 +231,11 @@ def discriminator_test_validity(discriminator, problems: list, sandbox, num_test
         merged, union = _tests_both_ways(discriminator, chunk, num_tests, temperature, max_new_tokens, agreement,
                                          chunk_codes if read_code else None)
         jobs = [(p.reference_solution, tests, p.entry_point) for p, tests in zip(chunk, union) if tests]
+        n_reference = len(jobs)
         if chunk_codes is not None:
             jobs += [(code, list(p.tests) + tests, p.entry_point) for p, tests, code in zip(chunk, union, chunk_codes)]
         results = sandbox.run_batch(jobs) if jobs else []
-        on_reference, on_code = iter(results), iter(results[len(jobs) - len(chunk):] if chunk_codes is not None else [])
+        on_reference, on_code = iter(results[:n_reference]), iter(results[n_reference:])
         for p, tests, (main, other) in zip(chunk, union, merged):
             result = next(on_reference) if tests else None
             ok = dict(zip(tests, result.outcomes(len(tests)))) if tests else {}
