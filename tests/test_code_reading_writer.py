@@ -230,16 +230,27 @@ def test_outcome_catch_rate_counts_the_tests_each_candidate_ran(tmp_path, sandbo
     assert out["catch_rate"] == pytest.approx(0.5) and out["false_positive_catch_rate"] == pytest.approx(0.5)
 
 
-def test_a_code_reading_iteration_trains_the_writer_and_checkpoints_the_book(tmp_path, sandbox, problems):
+def test_a_code_reading_iteration_trains_the_writer_and_checkpoints_the_book(tmp_path, sandbox, problems, monkeypatch):
     trainer = make_trainer(tmp_path, sandbox, *CODE, "--mistake_book_size=4", "--test_max_new_tokens=24",
                            "--max_new_tokens=[4, 4, 4, 4, 24]", "--iterations_per_stage=2")
     trainer.book.record(problems[0].id, ["assert stored(1) == 1"], step=0)  # what a checkpoint must keep
+    # in each group, one sample writes the problem's valid first test and the other its negation (invalid),
+    # so the writer's rewards have spread: 0.1 or 1 against -1
+    calls = iter(range(10**6))
+    owner = {p.prompt.strip(): p for p in problems[:2]}
+
+    def texts_for(prompt):
+        p = next(q for text, q in owner.items() if text in prompt)
+        return p.tests[0] if next(calls) % 2 == 0 else p.tests[0].replace("==", "!=", 1)
+
+    _writer_writes(trainer, monkeypatch, texts_for)
     before = _params(trainer.discriminator.model)
     metrics = trainer.train_stage(5, problems[:2])
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all("mistake_book_size" in r and math.isfinite(r["test_writer_reward"]) for r in rows)
-    assert all(-3.0 <= r["test_writer_reward"] <= 3.0 for r in rows)
-    assert _changed(before, trainer.discriminator.model) or all(r["test_writer_trained_groups"] == 0 for r in rows)
+    assert all(-1.0 <= r["test_writer_reward"] <= 1.0 for r in rows)
+    assert all(r["test_writer_trained_groups"] == 2 for r in rows)
+    assert _changed(before, trainer.discriminator.model)
     assert metrics["discriminator"]["mistake_book_size"] == rows[-1]["mistake_book_size"]
     assert metrics["time"]["iteration"] > 0
     resumed = make_trainer(tmp_path / "again", sandbox, *CODE, "--mistake_book_size=4")
