@@ -54,19 +54,19 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
 
-    from training.cli import run_cli
+    from training.runtime.cli import run_cli
 
     return run_cli(run, args)
 
 
 def run(args) -> int:
     from reasoning.stages import NUM_STAGES, get_stage
-    from training.build import build_sandbox, quiet_model_loading
+    from training.runtime.build import build_sandbox, quiet_model_loading
     from training.chains import generate_chains
-    from training.cli import check_flags, write_atomically
+    from training.runtime.cli import check_flags, write_atomically
     from training.errors import UserError
-    from training.loading import load_model_players, load_players, players_source
-    from training.ranking import codet_rank, infer_entry_point, pass_matrix
+    from training.runtime.loading import load_model_players, load_players, players_source
+    from training.evaluation.ranking import codet_rank, infer_entry_point, pass_matrix
 
     # ---------------------------------------------------------------- arguments
     problem = (args.problem or "").strip()

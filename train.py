@@ -37,7 +37,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
 
-    from training.cli import run_cli
+    from training.runtime.cli import run_cli
 
     return run_cli(
         run, args, overrides,
@@ -47,12 +47,12 @@ def main(argv=None) -> int:
 
 def run(args, overrides) -> int:
     from training.adversarial_trainer import AdversarialTrainer
-    from training.build import (
+    from training.runtime.build import (
         build_players, build_sandbox, check_writable, load_run_problems, resolve_device, seed_everything, set_threads,
     )
-    from training.checkpoint import GENERATOR_FILE, load_torch, require_checkpoint_dir
+    from training.runtime.checkpoint import GENERATOR_FILE, load_torch, require_checkpoint_dir
     from training.config import TrainingConfig
-    from training.distributed import Distributed
+    from training.runtime.distributed import Distributed
 
     # ---------------------------------------------------------------- config
     if args.resume:

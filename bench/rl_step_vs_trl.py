@@ -122,7 +122,7 @@ def pass_fractions(sandbox, codes: list, tests: list, entry_points: list) -> lis
 def build_ours(args, problems, sandbox, timer, log_dir):
     """Our trainer on the bench's problems; returns step() -> (tokens, mean pass fraction)."""
     from training.adversarial_trainer import AdversarialTrainer
-    from training.build import build_players
+    from training.runtime.build import build_players
     from training.config import TrainingConfig
 
     P, G, T = len(problems), args.group_size, args.new_tokens
@@ -187,7 +187,7 @@ loss_checks: list = []  # our loss on the inputs of TRL's first loss
 
 def our_loss(per_token_logps, inputs: dict, args) -> torch.Tensor:
     """training/losses.py's loss on the inputs TRL's loss saw: the same per-token terms, reduced by loss_type."""
-    from training.distributed import Distributed
+    from training.runtime.distributed import Distributed
     from training.losses import kept_rows, kept_tokens, per_token_policy_loss, summed_loss
 
     mask = inputs["completion_mask"].float()
@@ -341,7 +341,7 @@ def main(argv=None) -> int:
 
     from models.tiny import resolve_model_path
     from sandbox import Sandbox
-    from training.curriculum import load_curriculum
+    from training.data.curriculum import load_curriculum
 
     env = environment()
     pool = [p for p in load_curriculum("train") if p.gold_stages]

@@ -9,7 +9,7 @@ with `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`.
 Nothing else in the project knows it is special.
 
     python -m models.tiny                     # build (or find) it, print the directory
-    python -m training.tiny_tokenizer         # retrain models/tiny_tokenizer/tokenizer.json
+    python -m training.data.tiny_tokenizer    # retrain models/tiny_tokenizer/tokenizer.json
 
 The tokenizer file is committed; it is trained on the repository's own Python
 source plus the bundled curriculum rendered exactly as the training prompts are.
@@ -92,7 +92,7 @@ def build_tiny(root: str | None = None) -> str:
     and the others discard their identical copy.
     """
     if not os.path.isfile(TOKENIZER_FILE):
-        raise UserError(f"{TOKENIZER_FILE} is missing; run `python -m training.tiny_tokenizer` to create it")
+        raise UserError(f"{TOKENIZER_FILE} is missing; run `python -m training.data.tiny_tokenizer` to create it")
     root = root or cache_dir()
     final = os.path.join(root, f"tiny-{_build_key()}")
     if os.path.isfile(os.path.join(final, "config.json")):
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m models.tiny",
         description="Build the embedded tiny model (or find it in the cache) and print its directory. "
-        "`python -m training.tiny_tokenizer` retrains its tokenizer."
+        "`python -m training.data.tiny_tokenizer` retrains its tokenizer."
     )
     parser.parse_args(argv)
     print(build_tiny())

@@ -67,7 +67,7 @@ def optimizer_state_share(optimizer) -> float:
 
 def unused_parameter_moved() -> float:
     """Step twice after a step that used `b`; how far `b` moved without a gradient."""
-    from training.distributed import Distributed
+    from training.runtime.distributed import Distributed
 
     dist = Distributed()  # the group train.py started
     torch.manual_seed(0)

@@ -31,7 +31,7 @@ def main() -> int:
     from transformers import AutoModelForCausalLM
 
     from models.tiny import build_tiny
-    from training.distributed import Distributed
+    from training.runtime.distributed import Distributed
 
     out_dir = sys.argv[1]
     torch.set_num_threads(1)

@@ -61,7 +61,7 @@ def rows_of(rollout, rows: list):
 
 def main() -> int:
     from models.generator import LLMGenerator
-    from training.distributed import Distributed
+    from training.runtime.distributed import Distributed
 
     out_dir = sys.argv[1]
     torch.set_num_threads(1)

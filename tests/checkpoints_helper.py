@@ -5,7 +5,7 @@ def write_checkpoints(root, stages: dict, final: bool = False):
     """Write `root/<name>/` for each name -> (stage_id, metrics), in order; `final/` after the last when asked."""
     from sandbox import Sandbox
     from training.adversarial_trainer import AdversarialTrainer
-    from training.build import build_players
+    from training.runtime.build import build_players
     from training.config import TrainingConfig
 
     config = TrainingConfig(device="cpu", checkpoint_dir=str(root), plot=False, progress=False)

@@ -22,7 +22,7 @@ def sandbox():
 
 @pytest.fixture(scope="module")
 def problems():
-    from training.curriculum import load_curriculum
+    from training.data.curriculum import load_curriculum
 
     return load_curriculum("train", per_family=1)[:6]
 

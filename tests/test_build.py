@@ -1,6 +1,6 @@
 import pytest
 
-from training.build import load_run_problems, resolve_device, spread
+from training.runtime.build import load_run_problems, resolve_device, spread
 from training.config import TrainingConfig
 from training.errors import UserError
 

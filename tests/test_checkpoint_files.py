@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from training import checkpoint as ckpt
+from training.runtime import checkpoint as ckpt
 from training.errors import UserError
 
 

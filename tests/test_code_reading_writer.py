@@ -16,10 +16,12 @@ import pytest
 
 from training.config import TrainingConfig
 from training.errors import UserError
+from training.data.problems import Problem
 from training.mistakes import MistakeBook
-from training.problems import Problem
+from training.outcomes import outcome_metrics
 from training.rewards import attack_reward, attack_writer_rewards
 from training.rollout import StageBatch, TestBatch
+from training.updates import writer_rewards
 
 from test_trainer import _changed, _params, make_trainer
 
@@ -165,9 +167,9 @@ def test_the_writer_reads_each_candidate_and_only_valid_tests_score_it(tmp_path,
     assert batch.terms["reference_tests"] == [1.0, 1.0]  # the one visible reference test misses the bug
     assert rewards[0] > rewards[1]
     # the writer: a quiet valid test and an invalid one (0.1 - 1); a catch (1)
-    assert trainer._test_writer_rewards(batch) == pytest.approx([-0.9, 1.0])
+    assert writer_rewards(batch, trainer.config) == pytest.approx([-0.9, 1.0])
     # the catch goes in the book, the invalid and the quiet test do not
-    row = trainer.record_mistakes(batch)
+    row = trainer.book.record_batch(batch, trainer.global_step)
     assert trainer.book.tests(DOUBLE.id, trainer.global_step) == [] and row.get("mistake_book_size", 0) == 0
     assert trainer.config.mistake_book_size == 0
 
@@ -183,7 +185,7 @@ def test_group_scope_runs_every_test_written_for_the_problem_on_each_candidate(t
     assert batch.test_batch.valid_results() == [[True, True], [False, False]]
     assert batch.terms["discriminator_tests"] == [1.0, 0.0]
     # the writer is still rewarded for the candidate it read
-    assert trainer._test_writer_rewards(batch) == pytest.approx([-0.9, 1.0])
+    assert writer_rewards(batch, trainer.config) == pytest.approx([-0.9, 1.0])
 
 
 def test_a_caught_bug_keeps_failing_new_wrong_candidates(tmp_path, sandbox, monkeypatch):
@@ -194,7 +196,7 @@ def test_a_caught_bug_keeps_failing_new_wrong_candidates(tmp_path, sandbox, monk
     state = {"round": "first"}
     first = _batch(DOUBLE, [RIGHT, WRONG, "def f(x):\n    return 2 * x + 1\n"])
     trainer.score(first)
-    assert trainer.record_mistakes(first)["mistake_book_size"] == 1
+    assert trainer.book.record_batch(first, trainer.global_step)["mistake_book_size"] == 1
     assert trainer.book.tests(DOUBLE.id, trainer.global_step) == ["assert f(3) == 6"]
 
     state["round"] = "later"
@@ -205,8 +207,8 @@ def test_a_caught_bug_keeps_failing_new_wrong_candidates(tmp_path, sandbox, monk
     tb = later.test_batch
     assert tb.written == [0] and tb.book == [[0]]  # the writer wrote nothing; the book's test ran on both
     assert later.terms["discriminator_tests"] == [0.0, 1.0]
-    assert trainer._test_writer_rewards(later) == [-1.0, -1.0]  # the book's tests are no sample's
-    row = trainer.record_mistakes(later)
+    assert writer_rewards(later, trainer.config) == [-1.0, -1.0]  # the book's tests are no sample's
+    row = trainer.book.record_batch(later, trainer.global_step)
     assert row["mistake_book_hit_rate"] == pytest.approx(0.5)  # one of two candidates failed it
     # a catch refreshes it; with no catch for more than max_age steps it leaves
     assert trainer.book.tests(DOUBLE.id, trainer.global_step + 3) == ["assert f(3) == 6"]
@@ -217,13 +219,13 @@ def test_outcome_catch_rate_counts_the_tests_each_candidate_ran(tmp_path, sandbo
     trainer = make_trainer(tmp_path, sandbox, *CODE, "--group_size=3", "--visible_tests=1")
     full = Problem(id="toy/double3", prompt="Double x.", entry_point="f", reference_solution=RIGHT,
                    tests=["assert f(0) == 0", "assert f(1) == 2", "assert f(3) == 6"])
-    (problem,) = trainer.visible([full])  # f(0) == 0 visible; f(1) and f(3) hidden
+    (problem,) = trainer.visibility.split([full])  # f(0) == 0 visible; f(1) and f(3) hidden
     cubic = "def f(x):\n    return x ** 3 - 3 * x\n"
     written = {RIGHT: "assert f(2) == 4\n", WRONG: "assert f(2) == 4\n", cubic: "assert f(3) == 6\n"}
     _writer_writes(trainer, monkeypatch, lambda p: next(t for c, t in written.items() if c.strip() in p))
     batch = _batch(problem, [RIGHT, WRONG, cubic])
     trainer.score(batch)
-    out = trainer.outcome_metrics(batch)
+    out = outcome_metrics(batch, trainer.visibility, trainer.rollouts)
     # WRONG and cubic pass the visible test and fail a hidden one; WRONG passes the f(2) == 4 written for it,
     # cubic fails its f(3) == 6: one of the two caught, among the wrong ones and among the false positives
     assert out["false_positive_rate"] == pytest.approx(2 / 3)
@@ -287,7 +289,7 @@ def test_inference_writes_tests_for_the_generated_code_and_records_the_mode(tmp_
 
 def test_held_out_validity_reads_the_code_and_counts_its_catches():
     from sandbox import Sandbox
-    from training.ranking import discriminator_test_validity
+    from training.evaluation.ranking import discriminator_test_validity
 
     class Writer:
         def __init__(self):
@@ -330,7 +332,7 @@ def test_evaluate_refuses_a_writer_input_without_test_validity(capsys):
 
 
 def test_experiment_spec_names_only_its_arms_for_test_writing(tmp_path):
-    from training.experiment import Spec
+    from training.evaluation.experiment import Spec
 
     spec = tmp_path / "spec.yaml"
     spec.write_text("seeds: [0]\narms: {adv: []}\nevaluate: {test_validity: [adv, nowhere]}\n")

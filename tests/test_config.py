@@ -135,7 +135,7 @@ def test_generator_lr_takes_one_number_or_one_per_stage():
 def test_renamed_keys_still_load_with_one_warning_line(caplog):
     import logging
 
-    with caplog.at_level(logging.WARNING, logger="training.config_parsing"):
+    with caplog.at_level(logging.WARNING, logger="training.runtime.config_parsing"):
         config = TrainingConfig.from_dict(
             {"num_generated_tests": 3, "warmup": {"discriminator_steps": 7}, "best_metric": "pass_rate"},
             source="old/generator.pt",
@@ -159,7 +159,7 @@ def test_counts_that_were_silently_raised_are_errors_now():
 
 
 def test_a_checkpoint_with_the_old_names_loads_for_inference():
-    from training.loading import config_from_checkpoint
+    from training.runtime.loading import config_from_checkpoint
 
     saved = {"config": {"num_generated_tests": 3, "warmup": {"discriminator_steps": 5}, "no_such_key": 1}}
     config = config_from_checkpoint(saved)

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import pytest
 
-from training.curriculum import (
+from training.data.curriculum import (
     HELDOUT_FAMILIES,
     RL_ONLY_FAMILIES,
     SFT_FAMILIES,
@@ -14,7 +14,7 @@ from training.curriculum import (
     list_families,
     load_curriculum,
 )
-from training.curriculum.base import MAX_CODE_LINES, MAX_PROMPT_CHARS, MAX_STAGE_CHARS, MIN_TESTS
+from training.data.curriculum.base import MAX_CODE_LINES, MAX_PROMPT_CHARS, MAX_STAGE_CHARS, MIN_TESTS
 from training.errors import UserError
 
 from references import run_references
@@ -198,7 +198,7 @@ def test_whole_curriculum_generates_quickly():
 
 
 def test_runner_reports_a_failing_reference():
-    from training.problems import Problem
+    from training.data.problems import Problem
 
     wrong = Problem("x", "p", "f", "def f(a):\n    return a + 1\n", ["assert f(1) == 2", "assert f(1) == 3"])
     failures = run_references([wrong])

@@ -142,7 +142,7 @@ def test_only_rank_0_wrote_one_metrics_line_per_iteration(runs):
 
 def test_checkpoint_loads_in_one_process_with_rank_0s_weights(runs):
     from _dist_worker import digests
-    from training.loading import load_players
+    from training.runtime.loading import load_players
 
     generator, discriminator, config, metrics = load_players(str(runs["dual"] / "final"), device="cpu")
     assert config.stages == [1, 5] and "generator" in metrics
@@ -212,7 +212,7 @@ def test_fsdp_state_dicts_gather_whole_on_rank_0_and_load_back_into_shards(fsdp_
 
 def test_fsdp_checkpoint_has_the_single_process_tree_and_loads_in_one_process(runs):
     from _dist_worker import digests
-    from training.loading import load_players
+    from training.runtime.loading import load_players
 
     assert _tree(runs["fsdp"]) == _tree(runs["single"])
     state = _load(runs["fsdp"] / "stage_5" / "generator.pt")
@@ -258,7 +258,7 @@ def test_a_deepspeed_launch_stops_with_one_line_pointing_to_fsdp():
 
 
 def test_fsdp_parameter_offload_is_refused(monkeypatch):
-    from training.distributed import Distributed
+    from training.runtime.distributed import Distributed
     from training.errors import UserError
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
@@ -268,7 +268,7 @@ def test_fsdp_parameter_offload_is_refused(monkeypatch):
 
 
 def test_one_process_with_fsdp_settings_shards_nothing(monkeypatch):
-    from training.distributed import Distributed
+    from training.runtime.distributed import Distributed
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     for key in ("WORLD_SIZE", "RANK"):

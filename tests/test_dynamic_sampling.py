@@ -10,9 +10,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import training.updates
 from models.base import Rollout
 from test_trainer import make_trainer
-from training.distributed import Distributed
+from training.runtime.distributed import Distributed
 from training.rollout import StageBatch, TestBatch
 from training.sampling import ProblemSampler, cap_groups
 
@@ -55,19 +56,19 @@ class _Stub:
         )
 
 
-def _trainer(tmp_path, sandbox, stub, *overrides):
+def _trainer(tmp_path, sandbox, monkeypatch, stub, *overrides):
     trainer = make_trainer(tmp_path, sandbox, "--problems_per_batch=4", f"--group_size={G}", *overrides)
     pool = [SimpleNamespace(id=f"p{i}", family=f"f{i % 3}", prompt="", tests=[], entry_point="f") for i in range(20)]
     trainer.sampler = ProblemSampler(pool, trainer.config.problem_sampling, 4, seed=0, global_step=0, dist=trainer.dist)
     trainer.rollout = stub.rollout
     trainer.score = lambda batch: batch.rewards
-    trainer._test_writer_rewards = lambda batch: batch.test_batch.writer_rewards
+    monkeypatch.setattr(training.updates, "writer_rewards", lambda batch, config: batch.test_batch.writer_rewards)
     return trainer, trainer.sampler.batch(0, 0)
 
 
-def test_half_the_groups_without_spread_take_a_second_rollout_that_fills_the_batch(tmp_path, sandbox):
+def test_half_the_groups_without_spread_take_a_second_rollout_that_fills_the_batch(tmp_path, sandbox, monkeypatch):
     stub = _Stub([[True, False, True, False]])
-    trainer, drawn = _trainer(tmp_path, sandbox, stub, "--dynamic_sampling=true")
+    trainer, drawn = _trainer(tmp_path, sandbox, monkeypatch, stub, "--dynamic_sampling=true")
     batch, rollouts = trainer.rollout_until_full(1, drawn)
     assert rollouts == 2 and len(stub.calls) == 2
     assert len(set(stub.calls[0] + stub.calls[1])) == 8  # the extra draw took problems the step had not seen
@@ -92,25 +93,25 @@ def test_the_batch_size_is_counted_over_ranks_in_rank_order():
     assert cap_groups(valid, G, 2, rank1).sum() == 0
 
 
-def test_no_spread_anywhere_stops_at_max_rollout_batches(tmp_path, sandbox):
+def test_no_spread_anywhere_stops_at_max_rollout_batches(tmp_path, sandbox, monkeypatch):
     stub = _Stub([[False] * 4])
-    trainer, drawn = _trainer(tmp_path, sandbox, stub, "--dynamic_sampling=true", "--max_rollout_batches=3")
+    trainer, drawn = _trainer(tmp_path, sandbox, monkeypatch, stub, "--dynamic_sampling=true", "--max_rollout_batches=3")
     batch, rollouts = trainer.rollout_until_full(1, drawn)
     assert rollouts == 3 and len(batch.problems) == 12
     assert len({p for call in stub.calls for p in call}) == 12
 
 
-def test_without_dynamic_sampling_one_rollout_is_the_batch(tmp_path, sandbox):
+def test_without_dynamic_sampling_one_rollout_is_the_batch(tmp_path, sandbox, monkeypatch):
     stub = _Stub([[False] * 4])
-    trainer, drawn = _trainer(tmp_path, sandbox, stub)
+    trainer, drawn = _trainer(tmp_path, sandbox, monkeypatch, stub)
     batch, rollouts = trainer.rollout_until_full(1, drawn)
     assert rollouts == 1 and [p.id for p in batch.problems] == [p.id for p in drawn]
 
 
-def test_the_test_writers_batch_is_filled_too(tmp_path, sandbox):
+def test_the_test_writers_batch_is_filled_too(tmp_path, sandbox, monkeypatch):
     # the generator's groups all have spread at once; the test writer's only one in four
     stub = _Stub([[True] * 4], writer_spreads=[[True, False, False, False]], stage_id=5)
-    trainer, drawn = _trainer(tmp_path, sandbox, stub, "--dynamic_sampling=true", "--max_rollout_batches=5")
+    trainer, drawn = _trainer(tmp_path, sandbox, monkeypatch, stub, "--dynamic_sampling=true", "--max_rollout_batches=5")
     batch, rollouts = trainer.rollout_until_full(5, drawn)
     assert rollouts == 4
     assert len(batch.test_batch.tests) == 16 and len(batch.test_batch.rollout) == 32

@@ -16,10 +16,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training import checkpoint as ckpt
-from training import export
+from training.runtime import checkpoint as ckpt
+from training.runtime import export
 from test_inference import assert_one_error
-from training.loading import load_players
+from training.runtime.loading import load_players
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENS = 12
@@ -34,7 +34,7 @@ def write_checkpoint(path, use_lora: bool, noise: float):
     """A checkpoint directory as the trainer writes it, of tiny players with perturbed trainable weights."""
     from sandbox import Sandbox
     from training.adversarial_trainer import AdversarialTrainer
-    from training.build import build_players
+    from training.runtime.build import build_players
     from training.config import TrainingConfig
 
     config = TrainingConfig(device="cpu", checkpoint_dir=str(path.parent), plot=False, progress=False, use_lora=use_lora)
@@ -62,7 +62,7 @@ def lora_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prompts():
     from reasoning.stages import build_prompt
-    from training.problems import load_problems
+    from training.data.problems import load_problems
 
     problems = load_problems("curriculum:train:1")
     return [build_prompt(p.prompt, [], 1) for p in problems[::13][:3]]

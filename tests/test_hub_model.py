@@ -127,7 +127,7 @@ def test_inference_budgets_are_the_training_config_defaults(model_dir, capsys, m
 def test_the_test_writer_is_the_model_unless_another_is_named(model_dir, other_model_dir):
     from models.discriminator import LLMDiscriminator
     from models.generator import LLMGenerator
-    from training.loading import load_model_players
+    from training.runtime.loading import load_model_players
 
     generator, discriminator, config, metrics = load_model_players(model_dir, "cpu")
     assert type(generator) is LLMGenerator and type(discriminator) is LLMDiscriminator

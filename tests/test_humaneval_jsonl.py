@@ -90,7 +90,7 @@ def _samples_for(problem, he):
 
 def test_hand_written_samples_score_the_same_sample_by_sample(tmp_path, he_problems):
     from sandbox import Sandbox
-    from training.problems import load_problems
+    from training.data.problems import load_problems
 
     problems = [p for p in load_problems("humaneval") if p.id in ("HumanEval/0", "HumanEval/10", "HumanEval/38",
                                                                    "HumanEval/50", "HumanEval/100")]
@@ -108,7 +108,7 @@ def test_hand_written_samples_score_the_same_sample_by_sample(tmp_path, he_probl
 
 
 def test_completion_is_the_code_after_the_prompt():
-    from training.problems import Problem
+    from training.data.problems import Problem
 
     he = Problem(id="HumanEval/x", prompt="def f():\n    '''doc'''\n", entry_point="f", reference_solution="",
                  tests=[], source="humaneval")

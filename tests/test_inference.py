@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import inference
-from training import checkpoint as ckpt
+from training.runtime import checkpoint as ckpt
 
 from checkpoints_helper import write_checkpoints
 

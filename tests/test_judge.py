@@ -9,7 +9,7 @@ import torch
 
 from training.judge import JudgeReplay, LabelledChain, auc, brier, judge_quality, within_problem_auc
 from training.losses import scoring_head_step
-from training.problems import Problem
+from training.data.problems import Problem
 from training.rollout import StageBatch
 
 from test_trainer import _changed, _params, make_trainer

@@ -72,8 +72,110 @@ def test_the_check_sees_lazy_and_relative_imports(tmp_path):
         "\n"
         "def f():\n"
         "    from training.errors import UserError\n"
-        "    import training.curriculum as c\n"
+        "    import training.data.curriculum as c\n"
         "    from .. import training\n"
     )
     found = [line.split(": ", 1)[1] for line in forbidden_imports(str(source), ("training",), root=str(tmp_path))]
-    assert found == ["imports training.errors", "imports training.curriculum", "imports training"]
+    assert found == ["imports training.errors", "imports training.data.curriculum", "imports training"]
+
+
+# Inside training/: the problems below the loop, the plumbing beside it, the evaluation above it.
+# Each sub-package and the training modules (beyond itself) it may import.
+INSIDE = {
+    "training/data": ("training.errors", "training.data"),
+    "training/runtime": ("training.errors", "training.config", "training.data", "training.runtime"),
+}
+LOOP = "training.adversarial_trainer"  # only the CLIs build the loop itself
+
+
+def _training_imports(path: str) -> list:
+    """(line, module) for every `training.*` module `path` imports, at any depth, outside `if __name__ == "__main__"`."""
+    rel = os.path.relpath(path, ROOT)
+    package = rel[: -len(".py")].split(os.sep)[:-1]
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    main_blocks = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
+    skipped = {id(n) for block in main_blocks for n in ast.walk(block)}
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        for module in _imported_modules(node, package):
+            if module.split(".")[0] != "training":
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                # `from training.runtime import checkpoint` imports training.runtime.checkpoint
+                module = _resolve(module, [alias.name for alias in node.names])
+            found.append((node.lineno, module))
+    return found
+
+
+def _resolve(module: str, names: list) -> str:
+    for name in names:
+        candidate = os.path.join(ROOT, *module.split("."), name)
+        if os.path.isfile(candidate + ".py") or os.path.isdir(candidate):
+            return f"{module}.{name}"
+    return module
+
+
+@pytest.mark.parametrize("package", sorted(INSIDE))
+def test_training_sub_packages_import_only_what_lies_below_them(package):
+    allowed = INSIDE[package]
+    offending = [
+        f"{os.path.relpath(path, ROOT)}:{line}: imports {module}"
+        for path in _python_files(package) for line, module in _training_imports(path)
+        if not any(module == a or module.startswith(a + ".") for a in allowed)
+    ]
+    assert not offending, f"{package}/ may import only {', '.join(allowed)} of training/:\n" + "\n".join(offending)
+
+
+def test_only_the_command_lines_build_the_loop():
+    offending = [
+        f"{os.path.relpath(path, ROOT)}:{line}: imports {module}"
+        for path in _python_files("training") for line, module in _training_imports(path)
+        if module == LOOP and not path.endswith(os.path.join("training", "adversarial_trainer.py"))
+    ]
+    assert not offending, "\n".join(offending)
+
+
+def _module_of(path: str) -> str:
+    rel = os.path.relpath(path, ROOT)[: -len(".py")].split(os.sep)
+    return ".".join(rel[:-1] if rel[-1] == "__init__" else rel)
+
+
+def _cycle(graph: dict) -> list:
+    """One cycle of `graph` (module -> modules it imports) as a list of modules, or [] when there is none."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = "done"
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+def test_no_import_cycles_inside_training():
+    """Lazy imports count: a cycle hidden inside a function is still a cycle between the modules."""
+    graph = {}
+    for path in _python_files("training"):
+        me = _module_of(path)
+        graph[me] = {m for _, m in _training_imports(path) if m != me and not me.startswith(m + ".")}
+    # a package's __init__ is imported with each of its modules: an import of it is not a cycle back
+    cycle = _cycle(graph)
+    assert not cycle, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) == []

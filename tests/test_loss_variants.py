@@ -35,7 +35,7 @@ class _Player:
 
 
 class _OneProcess:
-    """What policy_update needs of training.distributed.Distributed, for one process."""
+    """What policy_update needs of training.runtime.distributed.Distributed, for one process."""
 
     def __init__(self, world_size: int = 1, others: tuple = ()):
         self.world_size = world_size

@@ -1,4 +1,4 @@
-"""The memory switches of TrainingConfig reach the models built by training.build.build_players.
+"""The memory switches of TrainingConfig reach the models built by training.runtime.build.build_players.
 
 tests/test_models.py checks what each switch does inside the wrapper; these
 tests check the path a user takes: a config key (or YAML line), then
@@ -11,7 +11,7 @@ import torch
 from peft import PeftModel
 
 from training.adversarial_trainer import AdversarialTrainer
-from training.build import build_players, seed_everything
+from training.runtime.build import build_players, seed_everything
 from training.config import TrainingConfig
 
 BASE = ["--device=cpu", "--cpu_threads=1"]

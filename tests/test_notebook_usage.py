@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from training import checkpoint as ckpt
+from training.runtime import checkpoint as ckpt
 
 from checkpoints_helper import write_checkpoints
 
@@ -49,7 +49,7 @@ def test_checkpoint_loads_with_weights_only(stage_3):
 
 
 def test_load_players_rebuilds_both_from_the_checkpoint(stage_3):
-    from training.loading import load_players
+    from training.runtime.loading import load_players
 
     generator, discriminator, config, metrics = load_players(str(stage_3), device="cpu")
     saved = torch.load(os.path.join(stage_3, "generator.pt"), map_location="cpu", weights_only=True)
@@ -66,7 +66,7 @@ def test_resume_training_from_stage_3_as_the_guide_shows(stage_3, tmp_path):
     from sandbox import Sandbox
     from training.adversarial_trainer import AdversarialTrainer
     from training.config import TrainingConfig
-    from training.problems import load_problems
+    from training.data.problems import load_problems
 
     config = TrainingConfig(
         device="cpu", checkpoint_dir=str(tmp_path), plot=False, progress=False, iterations_per_stage=1,

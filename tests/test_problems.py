@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from training.curriculum import load_curriculum
+from training.data.curriculum import load_curriculum
 from training.errors import UserError
 
 from references import run_references
-from training.problems import Problem, load_humaneval, load_jsonl, load_problems, save_jsonl
+from training.data.problems import Problem, load_humaneval, load_jsonl, load_problems, save_jsonl
 
 # One fresh interpreter runs a whole batch of (reference, tests) jobs.
 

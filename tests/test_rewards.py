@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from training.losses import compute_advantages
-from training.problems import Problem
+from training.data.problems import Problem
 from training.rewards import REWARDS, RewardBatch, combine, cure_test_rewards
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from training import adversarial_trainer
-from training import checkpoint as ckpt
+from training.runtime import checkpoint as ckpt
 from training.config import TrainingConfig
 from training.errors import UserError
 

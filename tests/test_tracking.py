@@ -9,7 +9,7 @@ import pytest
 
 from training.config import TrainingConfig, describe_fields
 from training.errors import UserError
-from training.metrics import MetricsLog
+from training.runtime.metrics import MetricsLog
 
 ROWS = [
     {"stage": 0, "warmup_generator_loss": 2.25, "discriminator_from_generator": True, "global_step": 0},
@@ -207,7 +207,7 @@ def test_a_short_run_logs_its_metrics_lines_to_tensorboard(tmp_path, monkeypatch
     pytest.importorskip("tensorboard")
     from sandbox import Sandbox
     from test_trainer import make_trainer
-    from training.curriculum import load_curriculum
+    from training.data.curriculum import load_curriculum
 
     problems = load_curriculum("train", per_family=1)[:6]
     with Sandbox(timeout_s=1.0, memory_mb=512, workers=1) as sandbox:

@@ -10,10 +10,10 @@ import torch
 from reasoning.stages import build_prompt, build_test_prompt
 from training.adversarial_trainer import AdversarialTrainer
 from training.warmup import Warmup
-from training.build import build_players, seed_everything
+from training.runtime.build import build_players, seed_everything
 from training.config import TrainingConfig
 from training.errors import UserError
-from training.curriculum import load_curriculum
+from training.data.curriculum import load_curriculum
 
 SHRUNK = [
     "--device=cpu",
@@ -183,7 +183,7 @@ def test_no_problems_is_one_clear_error(tmp_path, sandbox):
 def test_informative_sampling_favours_families_whose_groups_had_spread():
     from types import SimpleNamespace
 
-    from training.distributed import Distributed
+    from training.runtime.distributed import Distributed
     from training.sampling import ProblemSampler
 
     pool = [SimpleNamespace(family=f, id=f"{f}{i}") for f in ("taught", "hopeless") for i in range(10)]

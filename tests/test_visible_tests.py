@@ -15,11 +15,13 @@ import pytest
 import torch
 
 from reasoning.stages import build_prompt, get_stage
+from training import adversarial_trainer
+from training.data.problems import Problem
+from training.data.visibility import TestVisibility, visible_indices
 from training.errors import UserError
-from training.problems import Problem
+from training.outcomes import outcome_metrics
 from training.rewards import REWARDS
 from training.rollout import StageBatch, TestBatch
-from training.visibility import TestVisibility, visible_indices
 from training.warmup import Warmup
 
 from test_trainer import _changed, _params, make_trainer
@@ -187,19 +189,17 @@ def test_hidden_tests_reach_only_outcome_metrics(tmp_path, sandbox, problems, mo
             return _fn(batch)
         monkeypatch.setitem(REWARDS, name, dataclasses.replace(reward, fn=fn))
 
-    original_outcome = trainer.outcome_metrics
-
-    def outcome_metrics(batch):
+    def instrumented_outcome_metrics(batch, *args):
         state["in_outcome"] = True
         outcome_ids.update(p.id for p in batch.problems)
         try:
-            out = original_outcome(batch)
+            out = outcome_metrics(batch, *args)
         finally:
             state["in_outcome"] = False
         outcome_rows.append(out)
         return out
 
-    trainer.outcome_metrics = outcome_metrics
+    monkeypatch.setattr(adversarial_trainer, "outcome_metrics", instrumented_outcome_metrics)
 
     trainer.train(problems)
 
@@ -253,7 +253,7 @@ ONE = Problem(id="toy/one", prompt="Return 1.", entry_point="g", reference_solut
 
 def test_outcome_metrics_on_known_candidates(tmp_path, sandbox, monkeypatch):
     trainer = make_trainer(tmp_path, sandbox, *VISIBLE_1, "--stages=[5]", "--group_size=4")
-    one, double = trainer.visible([ONE, DOUBLE])
+    one, double = trainer.visibility.split([ONE, DOUBLE])
     assert one is ONE and double.tests == ["assert f(0) == 0"]
     codes = [
         # toy/one: only one test, nothing hidden
@@ -285,7 +285,7 @@ def test_outcome_metrics_on_known_candidates(tmp_path, sandbox, monkeypatch):
     hidden_jobs = []
     original = sandbox.run_batch
     monkeypatch.setattr(sandbox, "run_batch", lambda jobs, **kw: hidden_jobs.extend(jobs) or original(jobs, **kw))
-    out = trainer.outcome_metrics(batch)
+    out = outcome_metrics(batch, trainer.visibility, trainer.rollouts)
     assert [tuple(j) for j in hidden_jobs] == [(c, ["assert f(1) == 2", "assert f(2) == 4"], "f") for c in codes[4:]]
     # right on every test: g0, g1 of toy/one, g0 of toy/double
     assert out["hidden_pass_rate"] == pytest.approx(3 / 8)
@@ -299,12 +299,12 @@ def test_outcome_metrics_on_known_candidates(tmp_path, sandbox, monkeypatch):
 
 def test_outcome_metrics_without_hidden_tests_logs_no_hidden_rates(tmp_path, sandbox):
     trainer = make_trainer(tmp_path, sandbox, "--stages=[5]", "--group_size=2")
-    (double,) = trainer.visible([DOUBLE])
+    (double,) = trainer.visibility.split([DOUBLE])
     assert double is DOUBLE
     batch = StageBatch(stage_id=5, problems=[double], group_size=2, prefixes=[[]], rollout=None,
                        completions=["def f(x):\n    return 2 * x\n", "def f(x):\n    return 0\n"])
     trainer.rollouts.execute(batch, with_tests=False)
-    out = trainer.outcome_metrics(batch)
+    out = outcome_metrics(batch, trainer.visibility, trainer.rollouts)
     assert "hidden_pass_rate" not in out and "false_positive_rate" not in out
 
 
@@ -408,7 +408,7 @@ def test_no_stages_trains_the_warmup_only_and_records_the_split(tmp_path, sandbo
 
 def _checkpoint(tmp_path, sandbox, problems, *overrides):
     saver = make_trainer(tmp_path, sandbox, "--warmup.enabled=false", *overrides)
-    saver.visible(problems)
+    saver.visibility.split(problems)
     saver.save_checkpoint(str(tmp_path / "stage_1"), 1, {})
     return tmp_path / "stage_1"
 
@@ -441,9 +441,9 @@ def test_resume_with_the_same_split_passes_and_another_split_is_refused(tmp_path
     path = _checkpoint(tmp_path, sandbox, problems, *VISIBLE_1)
     same = make_trainer(tmp_path, sandbox, *VISIBLE_1, "--warmup.enabled=false")
     same.load_checkpoint(str(path))
-    assert len(same.visible(problems)[0].tests) == 1  # no error
+    assert len(same.visibility.split(problems)[0].tests) == 1  # no error
     other = make_trainer(tmp_path, sandbox, "--visible_tests=1", "--visible_choice=random", "--warmup.enabled=false")
     assert any(visible_indices(p, 1, "random", other.config.seed) != [0] for p in problems)
     other.load_checkpoint(str(path))
     with pytest.raises(UserError, match="hides some of them"):
-        other.visible(problems)
+        other.visibility.split(problems)

@@ -6,6 +6,8 @@ by the evaluation script, so that all of them build chains the same way.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from reasoning.stages import NUM_STAGES, build_prompt, get_stage
@@ -60,3 +62,22 @@ def sample_chains(generator, problems: list, n: int, temperature: float, max_new
         if bar is not None:
             bar.update(len(chunk))
     return out
+
+
+@dataclass(frozen=True)
+class LabelledChain:
+    """A problem, the generator's stages 1-4 for it, and whether the chain's code passed."""
+
+    problem_id: str
+    prompt: str
+    stages: tuple  # stages 1..4 (texts)
+    passed: bool
+
+    def item(self, k: int) -> tuple:
+        """The scoring head's input for stage k: (problem, stages 1..k-1, k, stage k)."""
+        return (self.prompt, list(self.stages[: k - 1]), k, self.stages[k - 1])
+
+
+def chain_passed(outcomes: list) -> bool:
+    """A chain's label: its code passed every test the reward scored it on (none scored: failed)."""
+    return bool(outcomes) and all(outcomes)

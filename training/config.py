@@ -19,10 +19,10 @@ import json
 from dataclasses import dataclass, field
 
 from sandbox import SandboxConfig
-from training.config_parsing import build_kwargs, parse_override, read_yaml_mapping, renamed_key, set_dotted
+from training.runtime.config_parsing import build_kwargs, parse_override, read_yaml_mapping, renamed_key, set_dotted
 from training.errors import UserError
-from training.metrics import TRACKERS
-from training.visibility import CHOICES as VISIBLE_CHOICES
+from training.runtime.metrics import TRACKERS
+from training.data.visibility import CHOICES as VISIBLE_CHOICES
 
 
 TEST_WRITER_INPUTS = ("problem", "code")  # what the test writer reads: the statement, or it and the candidate's code

@@ -16,6 +16,9 @@ at most `size` tests, the least recently useful going first.
 
 from __future__ import annotations
 
+from reasoning.stages import canonical_test
+from training.rewards import runnable
+
 
 class MistakeBook:
     def __init__(self, size: int, max_age: int):
@@ -49,6 +52,21 @@ class MistakeBook:
         while len(book) > self.size:
             del book[next(iter(book))]
         self._expire(problem_id, step)
+
+    def record_batch(self, batch, step: int) -> dict:
+        """Put the valid tests that failed a runnable candidate of a code-stage `batch` in the book; its row of the log.
+
+        A test that the problem's reference tests (those the run sees) already
+        hold stays out: every candidate runs it anyway, so it would add nothing.
+        """
+        tb, G = batch.test_batch, batch.group_size
+        self.count(*tb.book_runs())
+        for b, problem in enumerate(batch.problems):
+            known = {canonical_test(t) for t in problem.tests}
+            caught = [t for g in range(G) if runnable(batch.codes[b * G + g]) for t in tb.caught_tests(b, g)
+                      if canonical_test(t) not in known]
+            self.record(problem.id, caught, step)
+        return self.stats()
 
     def count(self, runs: int, hits: int) -> None:
         """Book tests run on candidates this iteration, and how many the candidates failed."""

@@ -7,7 +7,7 @@ Every reward is a plain function
 with one value per completion, in [0, 1], or None where the term does not
 apply (a problem without validated discriminator tests). It is registered
 with the stages it scores (the code stage, or stages 1-4) and the
-`RewardBatch` fields it reads; the trainer's `score()` fills exactly those
+`RewardBatch` fields it reads; `score_batch` fills exactly those
 fields before calling it, and combines the terms that apply into one reward
 per completion: their weighted mean, so the total stays in [0, 1] whatever
 the weights. The names are the keys of `TrainingConfig.rewards`.
@@ -69,6 +69,15 @@ def register(name: str, *, code_stage: bool, needs: tuple = ()):
     return wrap
 
 
+def reward_weights(config) -> dict:
+    """Each registered reward's weight from config.rewards; the discriminator's are 0 without a discriminator."""
+    weights = {name: getattr(config.rewards, name) for name in REWARDS}
+    if not config.use_discriminator:  # the ablation: execution reward only
+        weights["discriminator"] = 0.0
+        weights["discriminator_tests"] = 0.0
+    return weights
+
+
 def combine(terms: dict[str, list], weights: dict[str, float], n: int) -> list[float]:
     """Weighted mean of the terms that apply to each of n completions; 0 where none apply."""
     total = []
@@ -84,6 +93,48 @@ def combine(terms: dict[str, list], weights: dict[str, float], n: int) -> list[f
             den += weight
         total.append(num / den if den > 0 else 0.0)
     return total
+
+
+def score_batch(batch, weights: dict, rollouts, with_tests: bool, book_tests: list | None = None) -> list:
+    """Fill batch.rewards (N floats in [0, 1]) and batch.terms of a rollout.StageBatch from the rewards that apply.
+
+    A reward applies when its weight is positive and it scores this stage (a
+    sampled trajectory is scored by execution, plus the judge's score of its
+    stage-k output). Only the RewardBatch fields the applying rewards read are
+    computed. The code stage always runs in the sandbox (`rollouts.execute`,
+    with the discriminator's tests when `with_tests`, and the mistake book's
+    `book_tests` per problem): its results are also the test writer's
+    reward and the pass rate.
+    """
+    active = {
+        name: reward for name, reward in REWARDS.items()
+        if weights.get(name, 0) > 0 and (
+            reward.code_stage == batch.runs_code or (batch.chains is not None and name == "discriminator"))
+    }
+    needs = {need for reward in active.values() for need in reward.needs}
+    reward_batch = RewardBatch(
+        stage_id=batch.stage_id,
+        problems=batch.per_completion(batch.problems),
+        prefixes=batch.per_completion(batch.prefixes),
+        completions=batch.codes,
+    )
+    if batch.runs_code:
+        rollouts.execute(batch, with_tests=with_tests, book_tests=book_tests)
+        reward_batch.reference_results = batch.reference_results
+        tb = batch.test_batch
+        reward_batch.discriminator_results = tb.valid_results() if tb else [[] for _ in batch.completions]
+    if "lookahead_pass" in needs:
+        reward_batch.lookahead_pass = rollouts.lookahead(batch)
+    if "discriminator_scores" in needs:
+        reward_batch.discriminator_scores = rollouts.discriminator_scores(batch)
+    terms = {}
+    for name, reward in active.items():
+        values = reward.fn(reward_batch)
+        if any(v is not None for v in values):  # keep only the terms that apply here
+            terms[name] = values
+    batch.terms = terms
+    batch.rewards = combine(terms, weights, len(batch.completions))
+    return batch.rewards
 
 
 def pass_fraction(results: list) -> float:

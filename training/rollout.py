@@ -20,8 +20,7 @@ import torch
 
 from models.base import Rollout
 from reasoning.stages import NUM_STAGES, build_prompt, build_test_prompt, extract_tests, get_stage
-from training.chains import generate_chains
-from training.judge import LabelledChain, chain_passed
+from training.chains import LabelledChain, chain_passed, generate_chains
 from training.rewards import pass_fraction
 
 TESTS_PER_SAMPLE = 3  # asserts per test-writer sample (warm-up examples have the same size)

@@ -90,3 +90,25 @@ def cap_groups(valid: torch.Tensor, group_size: int, capacity: int, dist) -> tor
     room = max(0, capacity - before)
     keep = groups & (groups.long().cumsum(0) <= room)
     return keep.repeat_interleave(group_size)
+
+
+def rollouts_until_full(drawn: list, roll, spread_counts, sampler: ProblemSampler, config, dist, global_step: int) -> list:
+    """The scored rollouts of the global batch `drawn` and, under dynamic_sampling, of more problems.
+
+    `roll(problems)` rolls out and scores this rank's share; `spread_counts(batches)`
+    counts this rank's groups with reward spread per player. Extra draws
+    (`ProblemSampler.extra_batch`) go on until each player has
+    problems_per_batch such groups over every rank, or max_rollout_batches
+    rollouts were taken. Returns every batch rolled out, in order.
+    """
+    batches, seen, problems = [], {p.id for p in drawn}, drawn
+    while True:
+        batches.append(roll(dist.shard(problems)))
+        if not config.dynamic_sampling or len(batches) >= config.max_rollout_batches:
+            return batches
+        found = [dist.sum(n) for n in spread_counts(batches)]
+        if min(found) >= config.problems_per_batch:
+            return batches
+        problems = sampler.extra_batch(global_step, len(batches), seen)
+        seen.update(p.id for p in problems)
+

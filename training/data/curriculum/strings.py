@@ -1,6 +1,6 @@
 """String families: reversing, palindromes, removing and repeating characters, words."""
 
-from training.curriculum.base import SENTENCE_PARAMS, STR_PARAMS, Spec, code, family, letters, lines, pick, sentence
+from training.data.curriculum.base import SENTENCE_PARAMS, STR_PARAMS, Spec, code, family, letters, lines, pick, sentence
 
 
 @family("reverse_string", "strings")

@@ -16,10 +16,10 @@ import dataclasses
 import logging
 import os
 
-from training import checkpoint as ckpt
-from training.build import resolve_device
+from training.runtime import checkpoint as ckpt
+from training.runtime.build import resolve_device
 from training.config import TrainingConfig
-from training.config_parsing import RENAMED_KEYS
+from training.runtime.config_parsing import RENAMED_KEYS
 from training.errors import UserError
 
 log = logging.getLogger(__name__)

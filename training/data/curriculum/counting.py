@@ -1,9 +1,9 @@
 """Counting families: count items or characters that satisfy a condition."""
 
-from training.curriculum.base import (
+from training.data.curriculum.base import (
     LIST_PARAMS, SENTENCE_PARAMS, STR_PARAMS, Spec, code, family, int_list, letters, lines, pick, sentence,
 )  # fmt: skip
-from training.curriculum.searching import LIST_TARGET_PARAMS
+from training.data.curriculum.searching import LIST_TARGET_PARAMS
 
 
 @family("count_vowels", "counting")

@@ -52,13 +52,22 @@ class TestVisibility:
         self.indices: dict = {}  # problem id -> visible test indices
         self.hidden: dict = {}  # problem id -> hidden tests
         self._visible: dict = {}  # problem id -> the visible copy handed out
+        self._resumed = None  # (source, its record) of a resumed checkpoint, checked at the next split
 
     @property
     def enabled(self) -> bool:
         return self.k > 0
 
+    def resumed_from(self, source: str, saved: dict | None) -> None:
+        """The run resumed from `source`, whose `record()` is `saved`: the next `split` checks it (`check_resumable`)."""
+        self._resumed = (source, saved)
+
     def split(self, problems: list) -> list:
-        """The problems with only their visible tests; a problem already split is returned as it is."""
+        """The problems with only their visible tests; a problem already split is returned as it is.
+
+        The first split after `resumed_from` also checks that the checkpoint
+        saw no test this run hides.
+        """
         out = []
         for p in problems:
             seen = self._visible.get(p.id)
@@ -72,6 +81,10 @@ class TestVisibility:
             visible = p if len(idx) == len(p.tests) else dataclasses.replace(p, tests=[p.tests[i] for i in idx])
             self._visible[p.id] = visible
             out.append(visible)
+        if self._resumed is not None:
+            source, saved = self._resumed
+            self.check_resumable(saved, source)
+            self._resumed = None
         return out
 
     def hidden_tests(self, problem) -> list:

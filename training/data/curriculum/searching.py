@@ -1,6 +1,6 @@
 """Searching families: find an index, a maximum, the first match, a repeat."""
 
-from training.curriculum.base import LIST_PARAMS, Spec, code, family, int_list, lines, pick
+from training.data.curriculum.base import LIST_PARAMS, Spec, code, family, int_list, lines, pick
 
 # (list parameter, target parameter); the code's own names are i and x.
 LIST_TARGET_PARAMS = (("nums", "target"), ("values", "wanted"), ("items", "item"), ("xs", "goal"), ("data", "needle"))

@@ -1,6 +1,6 @@
 """Dictionary families: counting into a dict, inverting, filtering and summing values."""
 
-from training.curriculum.base import DICT_PARAMS, SENTENCE_PARAMS, Spec, code, family, lines, pick, sentence, word_dict
+from training.data.curriculum.base import DICT_PARAMS, SENTENCE_PARAMS, Spec, code, family, lines, pick, sentence, word_dict
 
 FEW_WORDS = ("cat", "dog", "sun", "red", "tree", "moon")  # a small vocabulary, so words repeat
 

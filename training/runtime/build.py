@@ -84,11 +84,11 @@ def check_writable(directory: str) -> None:
 
 def load_run_problems(spec: str, config: TrainingConfig) -> list:
     """Problems from `spec`; curriculum problems restricted to `config.families` when it names any."""
-    from training.problems import load_problems
+    from training.data.problems import load_problems
 
     problems = load_problems(spec)
     if config.families:
-        from training.curriculum.base import REGISTRY
+        from training.data.curriculum.base import REGISTRY
 
         unknown = sorted(set(config.families) - set(REGISTRY))
         if unknown:

@@ -1,6 +1,6 @@
 """List families: map, filter, accumulate and combine lists of integers."""
 
-from training.curriculum.base import LIST_PARAMS, Spec, code, family, int_list, lines, pick
+from training.data.curriculum.base import LIST_PARAMS, Spec, code, family, int_list, lines, pick
 
 
 @family("scale_list", "lists")

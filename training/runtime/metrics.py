@@ -20,6 +20,7 @@ import json
 import math
 import os
 import sys
+import time
 import weakref
 
 import numpy as np
@@ -288,3 +289,12 @@ def stage_summary(metrics: dict) -> str:
     if "eval" in metrics:
         text += f", held-out pass@1 {metrics['eval']['pass_at_1']:.3f}"
     return text
+
+
+def timed(timings: dict, name: str, fn, *args):
+    """fn(*args), its wall time added to timings[name] (an iteration's `time_<name>` columns)."""
+    t0 = time.time()
+    out = fn(*args)
+    timings[name] = timings.get(name, 0.0) + time.time() - t0
+    return out
+

@@ -1,7 +1,7 @@
 """Retrain the embedded tiny model's tokenizer on this repository's own text.
 
-    python -m training.tiny_tokenizer                 # rewrite models/tiny_tokenizer/tokenizer.json
-    python -m training.tiny_tokenizer --extra a.txt   # and some text files besides
+    python -m training.data.tiny_tokenizer            # rewrite models/tiny_tokenizer/tokenizer.json
+    python -m training.data.tiny_tokenizer --extra a.txt  # and some text files besides
 
 The corpus is every Python file of the repository plus each curriculum problem
 rendered exactly as the warm-up and the test writer see it, so the vocabulary
@@ -34,7 +34,7 @@ def repo_python_files(root: str = ROOT) -> list[str]:
 
 def curriculum_texts() -> list[str]:
     """Every curriculum problem rendered as the warm-up sees it: each stage's prompt plus its gold text."""
-    from training.curriculum import load_curriculum
+    from training.data.curriculum import load_curriculum
 
     texts = []
     for problem in load_curriculum(split="all"):
@@ -75,7 +75,7 @@ def retrain(out_file: str = TOKENIZER_FILE, extra_files: list[str] = ()) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m training.tiny_tokenizer",
+        prog="python -m training.data.tiny_tokenizer",
         description="Retrain models/tiny_tokenizer/tokenizer.json on the repository's source and the curriculum.",
     )
     parser.add_argument("--extra", nargs="*", default=[], help="extra text files for tokenizer training")

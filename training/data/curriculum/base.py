@@ -16,7 +16,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Callable
 
-from training.problems import Problem
+from training.data.problem import Problem
 
 # Sizes a ~1.6M-parameter model with a 1024-token context can learn from.
 MIN_TESTS = 6

@@ -1,6 +1,6 @@
 """The bundled procedural curriculum: 50 problem families written for this project.
 
-    from training.curriculum import load_curriculum, list_families
+    from training.data.curriculum import load_curriculum, list_families
     warmup = load_curriculum("warmup")             # SFT families: gold chains for supervised warm-up
     train = load_curriculum("train")               # SFT + RL-only families
     evaluate = load_curriculum("heldout_instances")  # new instances of the train families
@@ -26,10 +26,10 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from training.curriculum import arithmetic, counting, dicts, lists, searching, simple_math, strings  # noqa: F401  (registers the families)
-from training.curriculum.base import REGISTRY, Family, realise
+from training.data.curriculum import arithmetic, counting, dicts, lists, searching, simple_math, strings  # noqa: F401  (registers the families)
+from training.data.curriculum.base import REGISTRY, Family, realise
 from training.errors import UserError
-from training.problems import Problem
+from training.data.problem import Problem
 
 SFT_FAMILIES: tuple[str, ...] = (
     # arithmetic

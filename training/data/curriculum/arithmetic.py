@@ -1,6 +1,6 @@
 """Arithmetic families: formulas, ranges, digits, sums and products."""
 
-from training.curriculum.base import INT_PARAMS, LIST_PARAMS, Spec, code, family, int_list, lines, pick
+from training.data.curriculum.base import INT_PARAMS, LIST_PARAMS, Spec, code, family, int_list, lines, pick
 
 
 @family("affine", "arithmetic")

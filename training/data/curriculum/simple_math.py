@@ -3,7 +3,7 @@
 (Named simple_math so that it can never shadow the standard `math` module.)
 """
 
-from training.curriculum.base import INT_PARAMS, Spec, code, family, lines, pick
+from training.data.curriculum.base import INT_PARAMS, Spec, code, family, lines, pick
 
 PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97)
 
