@@ -6,10 +6,10 @@ from itertools import combinations
 
 import pytest
 
-from sandbox import ExecutionResult
+from sandbox import ExecutionResult, Sandbox
 from training.evaluate import evaluate_samples, main as evaluate_main, pass_at_k, sample_passed, summarize, to_markdown
-from training.problems import Problem
-from training.ranking import codet_rank, group_by_passes, infer_entry_point, pass_matrix
+from training.data.problems import Problem
+from training.evaluation.ranking import codet_rank, group_by_passes, infer_entry_point, pass_matrix
 
 from checkpoints_helper import write_checkpoints
 
@@ -62,6 +62,29 @@ def test_summarize_skips_k_larger_than_n():
     assert out["pass@1"] == pytest.approx(0.25)
     assert out["pass@2"] == pytest.approx(0.5)
     assert "pass@5" not in out
+
+
+def test_summarize_reports_each_family_group_apart():
+    rows = [{"n": 2, "c": 2, "test_pass_rate": 1.0, "group": "sft"},
+            {"n": 2, "c": 0, "test_pass_rate": 0.0, "group": "sft"},
+            {"n": 2, "c": 1, "test_pass_rate": 0.5, "group": "rl_only"},
+            {"n": 2, "c": 2, "test_pass_rate": 1.0, "group": None}]  # not a curriculum problem: in no group
+    out = summarize(rows, ks=[1, 2])
+    assert out["by_group"]["sft"] == {"num_problems": 2, "pass@1": pytest.approx(0.5), "pass@2": pytest.approx(0.5)}
+    assert out["by_group"]["rl_only"] == {"num_problems": 1, "pass@1": pytest.approx(0.5), "pass@2": pytest.approx(1.0)}
+    assert "heldout" not in out["by_group"]
+    assert "by_group" not in summarize([{"n": 1, "c": 1, "test_pass_rate": 1.0, "group": None}])
+
+
+def test_evaluate_samples_puts_curriculum_problems_in_their_group():
+    from training.data.curriculum import load_curriculum
+
+    problems = [p for p in load_curriculum("heldout_instances", per_family=1) if p.family in ("affine", "reverse_words")]
+    assert {p.family for p in problems} == {"affine", "reverse_words"}
+    codes = [[p.reference_solution] if p.family == "affine" else ["def nothing(): pass"] for p in problems]
+    with Sandbox(workers=1) as sandbox:
+        out = evaluate_samples(problems, codes, sandbox)
+    assert out["by_group"] == {"sft": {"num_problems": 1, "pass@1": 1.0}, "rl_only": {"num_problems": 1, "pass@1": 0.0}}
 
 
 # ================================================================== CodeT ranking
@@ -252,7 +275,7 @@ def test_canonical_humaneval_scores_pass_at_1_of_one():
 def test_canonical_scoring_path_rejects_wrong_code():
     """The same path fails code that is wrong, so the 1.0 above is not vacuous."""
     from sandbox import Sandbox
-    from training.problems import load_problems
+    from training.data.problems import load_problems
 
     problems = load_problems("humaneval")[:5]
     wrong = [[f"def {p.entry_point}(*args, **kwargs):\n    return None\n", p.reference_solution] for p in problems]
@@ -323,7 +346,7 @@ def test_rerank_reports_the_codet_pick_against_a_random_pick(monkeypatch):
 
 def test_test_validity_counts_the_tests_the_reference_solution_passes():
     from sandbox import Sandbox
-    from training.ranking import discriminator_test_validity
+    from training.evaluation.ranking import discriminator_test_validity
 
     # FakeDiscriminator writes f(1) == 2 and f(5) == 6 for every problem
     plus_one = Problem(id="p1", prompt="p1", entry_point="f", reference_solution="def f(x):\n    return x + 1\n",
@@ -354,7 +377,7 @@ class GuessingDiscriminator(FakeDiscriminator):
 ])
 def test_test_validity_merges_the_samples_by_agreement_unless_told_not_to(agreement, tests, validity):
     from sandbox import Sandbox
-    from training.ranking import discriminator_test_validity
+    from training.evaluation.ranking import discriminator_test_validity
 
     plus_one = Problem(id="p1", prompt="p1", entry_point="f", reference_solution="def f(x):\n    return x + 1\n",
                        tests=["assert f(1) == 2"])
@@ -372,7 +395,7 @@ def test_test_validity_merges_the_samples_by_agreement_unless_told_not_to(agreem
 
 def test_rerank_reports_the_pick_of_the_other_merge_from_the_same_samples():
     from sandbox import Sandbox
-    from training.ranking import rerank_samples
+    from training.evaluation.ranking import rerank_samples
 
     right = "def f(x):\n    return x + 1\n"
     three = "def f(x):\n    return 3\n"  # passes only the guess f(1) == 3
@@ -476,7 +499,7 @@ def test_false_positive_rate_of_hand_made_samples(k, visible_c, false_positives,
 
 
 def test_visible_tests_reuse_the_sandbox_results_and_pool_over_the_source():
-    from training.visibility import visible_indices
+    from training.data.visibility import visible_indices
 
     # FakeSandbox: a sample passes test j when its code holds ok<j>
     problems = [_problem("a", 3), _problem("b", 3), _problem("he", 1, source="humaneval")]
