@@ -219,8 +219,13 @@ class FastSampler:
         temperature: float = 1.0,
         top_p: float = 1.0,
         min_new_tokens: int = 0,
+        on_step=None,
     ) -> Tensor:
-        """Completion ids (B * G, C), prompt-major, for left-padded prompts (B, P); pad after each row's first EOS."""
+        """Completion ids (B * G, C), prompt-major, for left-padded prompts (B, P); pad after each row's first EOS.
+
+        `on_step(step, rows, logits)`, when given, sees the raw float32 logits (n, V)
+        each step draws from and the output row (n,) of each of them.
+        """
         if self._reason is not None:
             raise RuntimeError(f"the fast engine cannot run this model: {self._reason}")
         if max_new_tokens < 1:
@@ -248,8 +253,10 @@ class FastSampler:
         running = torch.ones(N, dtype=torch.bool, device=device)  # (n,) no EOS yet
         steps = 0
         for step in range(max_new_tokens):
+            if on_step is not None:
+                on_step(step, rows, logits)
             if step < min_new_tokens and len(self.eos_token_ids):
-                logits[:, eos] = float("-inf")
+                logits = logits.index_fill(1, eos, float("-inf"))
             tokens = sample_from_logits(logits, temperature, top_p)  # (n,)
             # Finished rows that are still in the batch emit pad, as in generate.
             tokens = torch.where(running, tokens, self.pad_token_id)
