@@ -18,6 +18,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from models.base import GENERATION_ENGINES
 from sandbox import SandboxConfig
 from training.runtime.config_parsing import build_kwargs, parse_override, read_yaml_mapping, renamed_key, set_dotted
 from training.errors import UserError
@@ -147,6 +148,12 @@ class TrainingConfig:
     seed: int = _f(0, "Seed for model init, sampling and data order.")
     cpu_threads: int = _f(1, "torch CPU threads (0 = torch's default); 1 is fastest where sandbox workers share few cores.")
     dtype: str = _f("auto", "auto (fp32 weights; on CUDA, bf16 autocast), float32, bfloat16 or float16 (weights stored in it).")
+    generation_engine: str = _f(
+        "fast",
+        "What samples under LLMGenerator.sample, for every path (rollouts, probe, test writer, evaluation, inference): "
+        "fast (a decode loop over the model's forward with a preallocated KV cache, each prompt prefilled once for its "
+        "samples; a model it cannot run exactly falls back to generate with one warning) or generate (model.generate).",
+    )
     generator_model: str = _f("tiny", "Hub id or local directory of the generator; 'tiny' builds the embedded model.")
     discriminator_model: str = _f("tiny", "Hub id or local directory of the discriminator; 'tiny' = embedded model.")
     problems: str = _f("curriculum:train", "Training problems: curriculum:<split>, humaneval, or a .jsonl path.")
@@ -378,6 +385,8 @@ class TrainingConfig:
             raise UserError(f"test_writer_reward must be mean or sum, got {self.test_writer_reward!r}")
         if self.problem_sampling not in ("uniform", "informative", "edge"):
             raise UserError(f"problem_sampling must be uniform, informative or edge, got {self.problem_sampling!r}")
+        if self.generation_engine not in GENERATION_ENGINES:
+            raise UserError(f"generation_engine must be one of {', '.join(GENERATION_ENGINES)}, got {self.generation_engine!r}")
         if self.warmup.stop not in ("steps", "val_loss", "entropy"):
             raise UserError(f"warmup.stop must be steps, val_loss or entropy, got {self.warmup.stop!r}")
         if self.warmup.stop != "steps" and not 0.0 < self.warmup.val_share < 1.0:
