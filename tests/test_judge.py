@@ -111,7 +111,7 @@ def test_outcome_judge_trains_a_run(tmp_path, sandbox, problems):
 
 def test_judge_cli_scores_heads_on_the_same_chains(tmp_path, capsys):
     from checkpoints_helper import write_checkpoints
-    from training.judge import main
+    from training.evaluation.judge_report import main
 
     write_checkpoints(tmp_path, {"stage_1": (1, {}), "stage_2": (2, {})})
     out = tmp_path / "judge.json"

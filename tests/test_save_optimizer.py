@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from training import adversarial_trainer
+from training.runtime import trainer_state
 from training.runtime import checkpoint as ckpt
 from training.config import TrainingConfig
 from training.errors import UserError
@@ -42,7 +42,7 @@ def _same_inode(a, b):
 def _stage_1_is_best(monkeypatch):
     """best/ = stage_1 whatever the rewards: the first stage scores 1, later ones 0."""
     scores = iter([1.0, 0.0, 0.0, 0.0, 0.0])
-    monkeypatch.setattr(adversarial_trainer, "best_metric", lambda metrics, name: next(scores))
+    monkeypatch.setattr(trainer_state, "best_metric", lambda metrics, name: next(scores))
 
 
 def test_save_optimizer_is_validated():
