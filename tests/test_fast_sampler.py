@@ -14,7 +14,7 @@ import torch
 
 from models.fast_sampler import FastSampler, sample_from_logits
 
-from test_models import ANSWERS, PROMPTS, make_model_dir
+from test_models import PROMPTS, make_model_dir, trained_generator  # noqa: F401  (trained_generator: a fixture)
 
 # Prompts of very different lengths: the short ones are left-padded.
 MIXED = PROMPTS + ["x", "Write a function that merges two sorted lists into one sorted list and returns it."]
@@ -39,22 +39,6 @@ def tiny_cache(tmp_path_factory):
 def model_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("archs")
     return {arch: make_model_dir(root, arch) for arch in ("gpt2", "llama")}
-
-
-@pytest.fixture(scope="module")
-def trained():
-    """A tiny generator after a short SFT run: it ends its answers with EOS, at different steps per prompt."""
-    from models.generator import LLMGenerator
-
-    gen = LLMGenerator("tiny", "cpu")
-    torch.manual_seed(0)
-    opt = torch.optim.AdamW(gen.trainable_parameters(), lr=3e-3)
-    for _ in range(40):
-        loss = gen.sft_loss(PROMPTS, ANSWERS)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return gen
 
 
 def both(gen, prompts, **kwargs):
@@ -91,8 +75,8 @@ def test_greedy_tokens_equal_generate(arch, model_dirs):
         assert_same_rollout(slow, fast)
 
 
-def test_eos_and_early_stop_match_generate(trained):
-    slow, fast = both(trained, MIXED, num_samples=2, max_new_tokens=40, temperature=0)
+def test_eos_and_early_stop_match_generate(trained_generator):
+    slow, fast = both(trained_generator, MIXED, num_samples=2, max_new_tokens=40, temperature=0)
     # Rows end with EOS at different steps (some rows finish while others run, so the batch
     # shrinks), and the batch stops once all rows have, well before the budget.
     lengths = fast.completion_mask.sum(1)  # (N,)
@@ -101,11 +85,11 @@ def test_eos_and_early_stop_match_generate(trained):
     assert_same_rollout(slow, fast)
 
 
-def test_min_new_tokens_matches_generate(trained):
-    free = trained.sample(PROMPTS, max_new_tokens=30, temperature=0)
+def test_min_new_tokens_matches_generate(trained_generator):
+    free = trained_generator.sample(PROMPTS, max_new_tokens=30, temperature=0)
     first_eos = free.completion_mask.sum(1)  # (N,) EOS position + 1 where finished
     assert free.finished.all() and int(first_eos.min()) < 10  # EOS would come early without the floor
-    slow, fast = both(trained, PROMPTS, max_new_tokens=30, temperature=0, min_new_tokens=10)
+    slow, fast = both(trained_generator, PROMPTS, max_new_tokens=30, temperature=0, min_new_tokens=10)
     assert (fast.completion_mask.sum(1) > 10).all()  # no EOS among the first 10 tokens
     assert_same_rollout(slow, fast)
 
@@ -124,7 +108,7 @@ def test_long_prompts_are_cut_like_generate(model_dirs):
 
 
 @pytest.mark.parametrize("arch", ["tiny", "gpt2"])
-def test_step_logits_equal_the_full_forward(arch, model_dirs, trained):
+def test_step_logits_equal_the_full_forward(arch, model_dirs, trained_generator):
     """Every step's logits, for every row still in the batch, equal the model's forward over prompt + tokens so far.
 
     Sampling with a third of the vocabulary as EOS ends rows at different steps, so
@@ -132,7 +116,7 @@ def test_step_logits_equal_the_full_forward(arch, model_dirs, trained):
     """
     from models.generator import LLMGenerator
 
-    gen = trained if arch == "tiny" else LLMGenerator(model_dirs[arch], "cpu")
+    gen = trained_generator if arch == "tiny" else LLMGenerator(model_dirs[arch], "cpu")
     vocab = gen.model.config.vocab_size
     prompt_ids, prompt_mask = gen._encode_prompts(MIXED, reserve=10)
     sampler = FastSampler(gen.model, gen.base_model, list(range(0, vocab, 3)), gen.tokenizer.pad_token_id)
