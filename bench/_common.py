@@ -136,6 +136,16 @@ def _generation_figures(d: dict) -> list[dict]:
             "bare model.generate: 0",
             None, "<= 1 % of a call", d["wrapper_outside_generate_pct"] <= 1.0, COMMANDS["generation"],
         ),
+    ] + [
+        figure(
+            f"LLMGenerator.sample on the fast engine, {c['prompts']} prompts x {c['samples_per_prompt']} "
+            f"sample(s), {c['prompt_tokens']}-token prompts, {d['new_tokens']} new tokens (tok/s)",
+            f"{c['fast_tok_s']:.0f}",
+            f"bare model.generate: {c['bare_generate_tok_s']:.0f}",
+            c["fast_over_bare"], "", None, COMMANDS["generation"],
+            note="paired runs drift about ±10% with load",
+        )
+        for c in d.get("fast_engine", [])
     ]
 
 

@@ -1,10 +1,20 @@
-"""LLMGenerator.sample against a bare model.generate: what does the wrapper cost?
+"""LLMGenerator.sample against a bare model.generate: what does the wrapper cost, and what does the fast engine gain?
 
-    python bench/generation_bench.py                      # tiny model, 8 prompts x 128 new tokens
-    python bench/generation_bench.py --json bench.json --repeats 9
+    python bench/generation_bench.py                      # tiny model, 128 new tokens per row
+    python bench/generation_bench.py --json bench.json --repeats 9 --rows 8,64 --group 8
 
-Both sides sample the same prompts with the same settings (temperature 1, top-p 1,
-no top-k, KV cache) and are forced to produce exactly --new-tokens tokens each
+Two comparisons, each against a bare `model.generate` given ready-made inputs:
+
+- the wrapper on the generate engine (`generation_engine="generate"`), --prompts
+  rows: what the wrapper adds around generate;
+- the wrapper on the fast engine (`generation_engine="fast"`, models/fast_sampler.py)
+  at each --rows batch size (prompts of about --prompt-tokens tokens, one sample
+  each), and, with
+  --group G, the largest of them as rows/G prompts x G samples, where the fast
+  engine prefills each prompt once.
+
+Every side samples the same prompts with the same settings (temperature 1, top-p 1,
+no top-k, KV cache) and is forced to produce exactly --new-tokens tokens per row
 (min_new_tokens = max_new_tokens), so tokens/s compare like for like. The wrapper's
 time includes what it adds: chat-template formatting, tokenization, padding, the
 completion mask and decoding. Runs alternate (bare, wrapper, bare, ...) so that
@@ -47,7 +57,13 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--samples", type=int, default=1, help="samples per prompt (G)")
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--prompt-tokens", type=int, default=200,
+                        help="lengthen the fast engine's prompts to about this many tokens, as later stages' prompts "
+                             "(the earlier stages included) are; 0: the bare stage-1 prompts")
+    parser.add_argument("--rows", default="8,64", help="comma-separated batch sizes for the fast engine's comparison")
+    parser.add_argument("--group", type=int, default=8,
+                        help="also run the largest --rows as rows/G prompts x G samples (0: don't)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 1 by default: on a shared 2-core box, 2 threads are often "
                              "many times slower under contention, which swamps the comparison")
@@ -55,20 +71,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    gen = LLMGenerator(args.model, args.device)
+    try:
+        rows_list = [int(r) for r in args.rows.split(",")]
+    except ValueError:
+        parser.error(f"--rows takes comma-separated integers, got {args.rows!r}")
+    gen = LLMGenerator(args.model, args.device, generation_engine="generate")
     prompts = [build_prompt(PROBLEMS[i % len(PROBLEMS)], [], 1) for i in range(args.prompts)]
     N, T = args.prompts * args.samples, args.new_tokens
-
-    # The bare side gets its inputs ready-made: tokenized, padded, repeated.
-    prompt_ids, prompt_mask = gen._encode_prompts(prompts, reserve=T)
-    prompt_ids = prompt_ids.repeat_interleave(args.samples, dim=0)
-    prompt_mask = prompt_mask.repeat_interleave(args.samples, dim=0)
-    config = gen._generation_config(max_new_tokens=T, temperature=1.0, top_p=1.0, min_new_tokens=T)
     gen.model.eval()
-
-    def bare():
-        out = gen.model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
-        return out.shape[0] * (out.shape[1] - prompt_ids.shape[1])
+    bare = bare_generate(gen, prompts, args.samples, T)
 
     # The wrapper's own work, measured directly: its time outside model.generate.
     # Unlike the ratio of two noisy timings, this does not drift with machine load.
@@ -82,6 +93,7 @@ def main(argv=None) -> int:
         return out
 
     def wrapper():
+        gen.generation_engine = "generate"
         gen.model.generate = timed_generate
         start = time.perf_counter()
         try:
@@ -91,19 +103,8 @@ def main(argv=None) -> int:
         outside.append((time.perf_counter() - start - timed_generate.seconds, time.perf_counter() - start))
         return r.completion_ids.numel()
 
-    def timed(fn):
-        start = time.perf_counter()
-        tokens = fn()
-        seconds = time.perf_counter() - start
-        assert tokens == N * T, f"expected {N * T} tokens, got {tokens}"
-        return tokens / seconds
-
     torch.manual_seed(0)
-    timed(bare), timed(wrapper)  # warm-up: first calls allocate and dispatch slowly
-    bare_tps, wrapper_tps = [], []
-    for _ in range(args.repeats):
-        bare_tps.append(timed(bare))
-        wrapper_tps.append(timed(wrapper))
+    bare_tps, wrapper_tps = paired(bare, wrapper, N * T, args.repeats)
     result = {
         "model": args.model,
         "device": args.device,
@@ -120,11 +121,78 @@ def main(argv=None) -> int:
     result["overhead_pct"] = round(100 * (1 / result["wrapper_over_bare"] - 1), 1)
     result["wrapper_outside_generate_ms"] = round(1000 * statistics.median(o for o, _ in outside), 2)
     result["wrapper_outside_generate_pct"] = round(100 * statistics.median(o / t for o, t in outside), 2)
+
+    cases = [(rows, 1) for rows in rows_list]
+    if args.group > 1 and max(rows_list) % args.group == 0:
+        cases.append((max(rows_list), args.group))
+    result["fast_engine"] = []
+    for rows, G in cases:
+        case_prompts = [long_prompt(gen, i, args.prompt_tokens) for i in range(rows // G)]
+        case_bare = bare_generate(gen, case_prompts, G, T)
+
+        def fast():
+            gen.generation_engine = "fast"
+            r = gen.sample(case_prompts, num_samples=G, max_new_tokens=T, temperature=1.0, min_new_tokens=T)
+            return r.completion_ids.numel()
+
+        bare_case, fast_case = paired(case_bare, fast, rows * T, args.repeats)
+        result["fast_engine"].append({
+            "rows": rows,
+            "prompts": rows // G,
+            "samples_per_prompt": G,
+            "prompt_tokens": gen._encode_prompts(case_prompts, reserve=T)[0].shape[1],
+            "bare_generate_tok_s": round(statistics.median(bare_case), 1),
+            "fast_tok_s": round(statistics.median(fast_case), 1),
+            "fast_over_bare": round(statistics.median(f / b for f, b in zip(fast_case, bare_case)), 3),
+        })
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return 0
+
+
+def long_prompt(gen, i: int, tokens: int) -> str:
+    """Problem i's stage-1 prompt, its statement followed by the other problems' until it has about `tokens` tokens."""
+    text = PROBLEMS[i % len(PROBLEMS)]
+    j = i + 1
+    while len(gen._prompt_tokens([build_prompt(text, [], 1)])[0]) < tokens:
+        text += " " + PROBLEMS[j % len(PROBLEMS)]
+        j += 1
+    return build_prompt(text, [], 1)
+
+
+def bare_generate(gen, prompts: list[str], samples: int, T: int):
+    """A call of bare model.generate on ready-made inputs (tokenized, padded, repeated); it returns the token count."""
+    prompt_ids, prompt_mask = gen._encode_prompts(prompts, reserve=T)
+    prompt_ids = prompt_ids.repeat_interleave(samples, dim=0)  # (N, P)
+    prompt_mask = prompt_mask.repeat_interleave(samples, dim=0)
+    config = gen._generation_config(max_new_tokens=T, temperature=1.0, top_p=1.0, min_new_tokens=T)
+
+    def bare():
+        with torch.no_grad():
+            out = gen.model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
+        return out.shape[0] * (out.shape[1] - prompt_ids.shape[1])
+
+    return bare
+
+
+def paired(first, second, tokens: int, repeats: int) -> tuple[list[float], list[float]]:
+    """Tokens/s of `first` and `second`, alternated `repeats` times after one warm-up call each."""
+
+    def timed(fn):
+        start = time.perf_counter()
+        got = fn()
+        seconds = time.perf_counter() - start
+        assert got == tokens, f"expected {tokens} tokens, got {got}"
+        return got / seconds
+
+    timed(first), timed(second)  # warm-up: first calls allocate and dispatch slowly
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(timed(first))
+        b.append(timed(second))
+    return a, b
 
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ from models.errors import UserError
 logger = logging.getLogger(__name__)
 
 LORA_TARGET_MODULES = "all-linear"
+# What `sample` runs: "fast", the lean decode loop of models.fast_sampler (models it
+# cannot run exactly fall back to "generate", with a warning); "generate", model.generate.
+GENERATION_ENGINES = ("fast", "generate")
 LORA_DROPOUT = 0.0
 
 
@@ -190,12 +193,15 @@ class CausalLMWrapper:
         gradient_checkpointing: bool = False,
         trust_remote_code: bool = False,
         model_config: dict | None = None,
+        generation_engine: str = "fast",
     ):
         """Load `model_name_or_path` (hub id, local directory, or "tiny").
 
         `model_config` (a `config.to_dict()`) builds the architecture from the
         config with fresh weights instead of loading them: `from_checkpoint` uses
         it so that a full checkpoint never needs the base weights.
+        `generation_engine` picks what `sample` runs (see `GENERATION_ENGINES`);
+        it can be changed later through the attribute of the same name.
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -208,6 +214,7 @@ class CausalLMWrapper:
         self.lora_alpha = lora_alpha
         self.gradient_checkpointing = gradient_checkpointing
         self.trust_remote_code = trust_remote_code
+        self.generation_engine = generation_engine
 
         path = resolve_model_path(model_name_or_path)
         try:
@@ -251,8 +258,19 @@ class CausalLMWrapper:
                 model = get_peft_model(model, lora)
         self.model = model
         self._warned: set[str] = set()
+        self._fast_sampler = None
 
     # ------------------------------------------------------------------ helpers
+
+    @property
+    def generation_engine(self) -> str:
+        return self._generation_engine
+
+    @generation_engine.setter
+    def generation_engine(self, name: str) -> None:
+        if name not in GENERATION_ENGINES:
+            raise ValueError(f"generation_engine must be one of {', '.join(GENERATION_ENGINES)}, got {name!r}")
+        self._generation_engine = name
 
     def autocast(self):
         """The context every forward pass runs in: bf16 autocast under mixed precision, else nothing."""
@@ -372,19 +390,23 @@ class CausalLMWrapper:
         if not prompts or num_samples < 1:
             raise ValueError(f"sample needs at least one prompt and num_samples >= 1, got {len(prompts)} and {num_samples}")
         prompt_ids, prompt_mask = self._encode_prompts(prompts, reserve=max_new_tokens)  # (B, P)
-        prompt_ids = prompt_ids.repeat_interleave(num_samples, dim=0)  # (N, P), prompt-major
-        prompt_mask = prompt_mask.repeat_interleave(num_samples, dim=0)
-        generation_config = self._generation_config(max_new_tokens, temperature, top_p, min_new_tokens)
+        sampler = self._sampler()
         was_training = self.model.training
         self.model.eval()  # dropout off; and gradient checkpointing would turn the KV cache off
         try:
-            with self.autocast():
-                sequences = self.model.generate(
-                    input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config
-                )  # (N, P + C)
+            if sampler is not None:
+                completion_ids = sampler.sample(
+                    prompt_ids, prompt_mask, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                    temperature=temperature, top_p=top_p, min_new_tokens=min_new_tokens,
+                )  # (N, C)
+            else:
+                completion_ids = self._generate(prompt_ids.repeat_interleave(num_samples, dim=0),
+                                                prompt_mask.repeat_interleave(num_samples, dim=0),
+                                                max_new_tokens, temperature, top_p, min_new_tokens)  # (N, C)
         finally:
             self.model.train(was_training)
-        completion_ids = sequences[:, prompt_ids.size(1):]  # (N, C)
+        prompt_ids = prompt_ids.repeat_interleave(num_samples, dim=0)  # (N, P), prompt-major
+        prompt_mask = prompt_mask.repeat_interleave(num_samples, dim=0)
         completion_mask, finished = self._completion_mask(completion_ids)
         completion_ids = completion_ids.masked_fill(completion_mask == 0, self.tokenizer.pad_token_id)
         texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
@@ -398,6 +420,32 @@ class CausalLMWrapper:
             num_samples=num_samples,
             finished=finished,
         )
+
+    def _generate(self, prompt_ids: Tensor, prompt_mask: Tensor, max_new_tokens: int, temperature: float,
+                  top_p: float, min_new_tokens: int) -> Tensor:
+        """Completion ids (N, C) from model.generate."""
+        generation_config = self._generation_config(max_new_tokens, temperature, top_p, min_new_tokens)
+        with self.autocast():
+            sequences = self.model.generate(
+                input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=generation_config
+            )  # (N, P + C)
+        return sequences[:, prompt_ids.size(1):]
+
+    def _sampler(self):
+        """The fast engine when it is chosen and can run this model, else None (generate)."""
+        if self.generation_engine != "fast":
+            return None
+        if self._fast_sampler is None or self._fast_sampler.model is not self.model:
+            from models.fast_sampler import FastSampler
+
+            self._fast_sampler = FastSampler(self.model, self.base_model, self.eos_token_ids,
+                                             self.tokenizer.pad_token_id, autocast=self.autocast)
+        reason = self._fast_sampler.unsupported_reason()
+        if reason is not None:
+            self._warn_once("fast_engine", f"the fast generation engine cannot run {self.model_name_or_path!r} "
+                                           f"({reason}); sampling with model.generate instead")
+            return None
+        return self._fast_sampler
 
     def _completion_mask(self, completion_ids: Tensor) -> tuple[Tensor, Tensor]:
         """(mask, finished): mask is 1 up to and including the first EOS of each row."""

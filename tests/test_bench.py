@@ -95,12 +95,23 @@ def test_markdown_ratio_note_follows_the_ratio(monkeypatch):
     assert "- **tree (GB)** (1.40× smaller than the naive layout): each stage keeps optimizer state" in text
 
 
+def test_generation_figures_add_a_row_per_fast_engine_case():
+    fast = [{"rows": 8, "prompts": 8, "samples_per_prompt": 1, "prompt_tokens": 90, "bare_generate_tok_s": 1000.0,
+             "fast_tok_s": 2500.0, "fast_over_bare": 2.5},
+            {"rows": 64, "prompts": 8, "samples_per_prompt": 8, "prompt_tokens": 90, "bare_generate_tok_s": 2000.0,
+             "fast_tok_s": 9000.0, "fast_over_bare": 4.5}]
+    figures = figures_for("generation", {**SAMPLE["generation"], "fast_engine": fast})
+    assert len(figures) == 4
+    assert "8 prompts x 8 sample(s)" in figures[3]["name"] and figures[3]["ratio"] == 4.5
+    assert figures[2]["ours"] == "2500" and figures[2]["peer"] == "bare model.generate: 1000"
+
+
 def test_markdown_marks_a_bench_that_wrote_nothing():
     text = render_markdown({}, missing={"footprint": "checkpoint_footprint.json was not written"})
     assert "| footprint | not measured: checkpoint_footprint.json was not written | | | | " in text
 
 
-@pytest.mark.parametrize("name", ["rl_step_vs_trl", "checkpoint_footprint"])
+@pytest.mark.parametrize("name", ["rl_step_vs_trl", "checkpoint_footprint", "generation_bench"])
 def test_bench_scripts_parse_their_arguments(name):
     import importlib
 

@@ -229,7 +229,7 @@ def test_each_stage_trains_at_its_own_generator_lr(tmp_path, sandbox, problems):
 def test_test_writer_warm_up_imitates_the_first_n_reference_tests(tmp_path, sandbox, problems, monkeypatch, n, expected):
     trainer = make_trainer(tmp_path, sandbox, f"--warmup.tests_per_problem={n}", "--warmup.scoring_head_steps=0")
     pools = {}
-    monkeypatch.setattr(Warmup, "supervised", lambda self, player, p, weights, steps, desc: pools.setdefault(desc, p) and 0.0)
+    monkeypatch.setattr(Warmup, "supervised", lambda self, player, p, weights, steps, desc, monitor=None: pools.setdefault(desc, p) and 0.0)
     trainer.warmup(problems)
     (examples,) = pools["warm-up test writer"]
     written = {}
@@ -246,7 +246,7 @@ def test_test_writer_warm_up_adds_the_training_problems_tests(tmp_path, sandbox,
     trainer = make_trainer(tmp_path, sandbox, f"--warmup.tests_from_training_problems={str(enabled).lower()}",
                            "--warmup.scoring_head_steps=0")
     pools = {}
-    monkeypatch.setattr(Warmup, "supervised", lambda self, player, p, weights, steps, desc: pools.setdefault(desc, p) and 0.0)
+    monkeypatch.setattr(Warmup, "supervised", lambda self, player, p, weights, steps, desc, monitor=None: pools.setdefault(desc, p) and 0.0)
     rl_only = [p for p in load_curriculum("train", per_family=1) if p.family == "max_minus_min"]
     trainer.warmup(problems, test_problems=rl_only + problems[:2])  # two already in the warm-up set
     (examples,) = pools["warm-up test writer"]
@@ -265,7 +265,7 @@ def test_tests_per_problem_must_not_be_negative():
 def test_chain_loss_moves_the_supervised_span_back_to_the_end_of_the_problem(tmp_path, sandbox, problems, monkeypatch, chain_loss):
     trainer = make_trainer(tmp_path, sandbox, f"--warmup.chain_loss={str(chain_loss).lower()}", "--warmup.scoring_head_steps=0")
     pools = {}
-    monkeypatch.setattr(Warmup, "supervised", lambda self, player, p, weights, steps, desc: pools.setdefault(desc, p) and 0.0)
+    monkeypatch.setattr(Warmup, "supervised", lambda self, player, p, weights, steps, desc, monitor=None: pools.setdefault(desc, p) and 0.0)
     trainer.warmup(problems)
     stage_pools = pools["warm-up generator"]
     gold = [p for p in problems if p.gold_stages]

@@ -48,7 +48,7 @@ from training.runtime.build import load_run_problems, spread
 from training.runtime.distributed import Distributed
 from training.runtime.metrics import MetricsLog, mean_rows, stage_metrics, stage_summary, timed
 from training.runtime.trainer_state import TrainerState, set_lr
-from training.sampling import ProblemSampler, cap_groups, rollouts_until_full
+from training.sampling import PassRates, ProblemSampler, cap_groups, rollouts_until_full
 from training.updates import spread_groups, trained_groups, update_generator, update_scoring_head, update_test_writer
 from training.warmup import Warmup
 
@@ -82,6 +82,7 @@ class AdversarialTrainer(TrainerState):
                       if config.judge.target == "outcome" and config.use_discriminator else None)
         self.visibility = TestVisibility(config.visible_tests, config.visible_choice, config.seed)
         self.probe_problems: list = []  # the inference-style probe's training problems (visible tests)
+        self.pass_rates = PassRates()  # per training problem, kept in checkpoints
         self.book = MistakeBook(config.mistake_book_size, config.mistake_book_max_age)
 
     # ================================================================== public API
@@ -116,7 +117,8 @@ class AdversarialTrainer(TrainerState):
         set_lr(self.generator_optimizer, config.generator_lr_at(stage_id))
         self.reference_model = self._make_reference() if config.kl_beta > 0 else None
         self.sampler = ProblemSampler(
-            problems, config.problem_sampling, config.problems_per_batch, config.seed, self.global_step, self.dist
+            problems, config.problem_sampling, config.problems_per_batch, config.seed, self.global_step, self.dist,
+            pass_rates=self.pass_rates, explore=config.edge_explore,
         )
         if self.judge is not None and stage_id in JUDGED_STAGES and (seeded := self.judge.prepare(problems)):
             self.log.write({"stage": stage_id, **seeded, "global_step": self.global_step})
@@ -146,13 +148,16 @@ class AdversarialTrainer(TrainerState):
         """One RL iteration of stage k, in the named steps of the module's docstring; its row of the log."""
         config, t0, timings = self.config, time.time(), {}
         drawn = self.sampler.batch(iteration, self.global_step)  # the global batch; each rank rolls out its share
-        row = {"stage": stage_id, "iteration": iteration}
+        row = {"stage": stage_id, "iteration": iteration, "edge_share": self.sampler.edge_share(drawn)}
         for _ in range(config.generator_steps):
             batch, rollouts = self.rollout_until_full(stage_id, drawn, timings)
             advantages, valid, frac_zero = self.compute_advantages(
                 batch.rewards, batch.group_size, scale_rewards=config.scale_rewards, dist=self.dist
             )
             self.sampler.note_spread(batch.problems, batch.group_size, valid)
+            if batch.runs_code:  # passing every visible test: what problem_sampling=edge estimates
+                self.pass_rates.note(batch.problems, batch.group_size, [bool(r) and all(r) for r in batch.reference_results],
+                                     self.dist)
             valid = cap_groups(valid, batch.group_size, config.problems_per_batch, self.dist)
             stats = timed(timings, "update_generator", self.update_generator, batch, advantages, valid)
             self.rollouts.prefix_cache.clear()  # the policy moved: the next rollout writes its prefixes anew

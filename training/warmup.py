@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -55,7 +56,19 @@ class Warmup:
             raise UserError(f"warm-up needs problems with gold stages; {wc.problems} has none (set --warmup.enabled=false)")
         f5 = wc.stage5_fraction
         weights = [(1 - f5) / 4] * 4 + [f5]
-        stats = {"warmup_generator_loss": self.supervised(self.generator, pools, weights, wc.steps, "warm-up generator")}
+        monitor = None
+        if wc.stop != "steps":
+            val = [p for p in problems if p.gold_stages and in_validation_slice(p.id, wc.val_share)]
+            held = {p.id for p in val}
+            pools = [[warmup_pair(p, k, wc.chain_loss) for p in problems if p.gold_stages and p.id not in held]
+                     for k in range(1, NUM_STAGES + 1)]
+            if not val or not pools[0]:
+                raise UserError(f"warmup.val_share={wc.val_share} leaves no validation or no training problems in {wc.problems}")
+            monitor = WarmupMonitor(self.generator, val, config, self.dist, self.log)
+        stats = {"warmup_generator_loss": self.supervised(self.generator, pools, weights, wc.steps, "warm-up generator",
+                                                          monitor)}
+        if monitor is not None:
+            stats.update(monitor.summary())
         if config.use_discriminator and wc.discriminator_from_generator:
             stats["discriminator_from_generator"] = self.copy_generator_into_discriminator()
         if config.use_discriminator and wc.test_writer_steps > 0:
@@ -133,8 +146,11 @@ class Warmup:
         bar.close()
         return {"warmup_scoring_head_accuracy": sum(recent) / max(len(recent), 1)}
 
-    def supervised(self, player, pools: list, weights: list, steps: int, desc: str) -> float:
-        """Completion-only cross-entropy on (prompt, completion) pairs; each example's pool drawn by weight."""
+    def supervised(self, player, pools: list, weights: list, steps: int, desc: str, monitor=None) -> float:
+        """Completion-only cross-entropy on (prompt, completion) pairs; each example's pool drawn by weight.
+
+        A `monitor` (WarmupMonitor) is asked every warmup.eval_every steps whether to stop before `steps`.
+        """
         config, dist, lr = self.config, self.dist, self.config.warmup.lr
         params = [p for p in player.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -146,7 +162,7 @@ class Warmup:
         player.model.train()
         recent = []
         bar = self.log.progress_bar(steps, desc)
-        for _step in range(steps):
+        for step in range(steps):
             chunk = [pool[rng.randrange(len(pool))] for pool in rng.choices(pools, weights=weights, k=bs)]
             optimizer.zero_grad(set_to_none=True)
             # one forward and backward per rank and step: under FSDP the per-layer collectives line up
@@ -159,8 +175,89 @@ class Warmup:
             recent = recent[-20:]
             bar.update(1)
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}")
+            if monitor is not None and (step + 1) % config.warmup.eval_every == 0 and monitor.check(step + 1):
+                break
         bar.close()
         return sum(recent) / max(len(recent), 1)
+
+
+class WarmupMonitor:
+    """The generator's warm-up curve on a validation slice of the warm-up problems, and the rule that stops it.
+
+    Each check logs (as a stage-0 row of metrics.jsonl) the slice's
+    supervised loss and the mean token entropy of stage-5 code the generator
+    samples for it at the run's temperature, after the gold stages 1-4. The
+    slice never trains; nothing else is read (no evaluation problem).
+    """
+
+    def __init__(self, generator, problems: list, config, dist, log):
+        self.generator, self.config, self.dist, self.log = generator, config, dist, log
+        self.pairs = [warmup_pair(p, NUM_STAGES, False) for p in problems]  # the code stage, as RL samples it
+        self.curve: list = []
+        self.stopped_at = None
+
+    def check(self, step: int) -> bool:
+        model = self.generator.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), self.dist.gathered(model):
+                row = {"warmup_step": step, "warmup_val_loss": self.val_loss(), "warmup_code_entropy": self.code_entropy()}
+        finally:
+            model.train(was_training)
+        self.curve.append(row)
+        self.log.write({"stage": 0, **row})
+        wc = self.config.warmup
+        stop = should_stop([r["warmup_val_loss"] for r in self.curve], [r["warmup_code_entropy"] for r in self.curve],
+                           wc.stop, wc.patience, wc.min_delta, wc.entropy_floor)
+        stop = bool(self.dist.gather(stop)[0])  # rank 0's samples decide: every rank stops at the same step
+        if stop:
+            self.stopped_at = step
+        return stop
+
+    def val_loss(self) -> float:
+        bs, total = self.config.warmup.batch_size, 0.0
+        for i in range(0, len(self.pairs), bs):
+            chunk = self.pairs[i:i + bs]
+            total += self.generator.sft_loss([p for p, _ in chunk], [c for _, c in chunk]).item() * len(chunk)
+        return total / len(self.pairs)
+
+    def code_entropy(self) -> float:
+        """Mean entropy (nats) per sampled token of softmax(logits / T), over the slice's code samples."""
+        config = self.config
+        rollout = self.generator.sample([p for p, _ in self.pairs], max_new_tokens=config.max_new_tokens[NUM_STAGES - 1],
+                                        temperature=config.temperature)
+        _, entropy = self.generator.per_token_logps(rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids,
+                                                    rollout.completion_mask, temperature=config.temperature, with_entropy=True)
+        tokens = rollout.completion_mask.sum()
+        return float(entropy.sum() / tokens) if tokens else 0.0
+
+    def summary(self) -> dict:
+        """The stats row's part: the steps the generator trained, and the last check's figures."""
+        last = self.curve[-1] if self.curve else {}
+        return {"warmup_generator_steps": self.stopped_at or self.config.warmup.steps,
+                **{k: v for k, v in last.items() if k != "warmup_step"}}
+
+
+def should_stop(val_losses: list, entropies: list, rule: str, patience: int, min_delta: float, entropy_floor: float) -> bool:
+    """Whether the warm-up stops after the latest check (`rule`: val_loss or entropy; steps never stops early).
+
+    val_loss: none of the last `patience` checks fell below the best loss
+    before them by a relative `min_delta`. entropy: the latest sampled-code
+    entropy is at or below `entropy_floor`.
+    """
+    if rule == "entropy":
+        return bool(entropies) and entropies[-1] <= entropy_floor
+    if rule == "val_loss" and len(val_losses) > patience:
+        best_before = min(val_losses[:-patience])
+        return min(val_losses[-patience:]) > best_before * (1 - min_delta)
+    return False
+
+
+def in_validation_slice(problem_id: str, share: float) -> bool:
+    """A fixed share of problems, by a hash of the id: the same slice on every rank and every run."""
+    digest = hashlib.sha256(f"warmup-validation/{problem_id}".encode()).hexdigest()
+    return int(digest[:8], 16) / 2**32 < share
 
 
 def warmup_pair(problem, stage_id: int, chain_loss: bool) -> tuple:

@@ -58,6 +58,7 @@ def build_players(config: TrainingConfig):
         lora_r=config.lora.r,
         lora_alpha=config.lora.alpha,
         gradient_checkpointing=config.gradient_checkpointing,
+        generation_engine=config.generation_engine,
     )
     generator = LLMGenerator(config.generator_model, **common)
     discriminator = LLMDiscriminator(config.discriminator_model, **common)

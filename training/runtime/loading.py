@@ -61,6 +61,9 @@ def load_players(checkpoint_dir: str, device: str = "auto", dtype=None, discrimi
         from models.discriminator import LLMDiscriminator
 
         disc = _rebuild(LLMDiscriminator, disc_ckpt, os.path.join(checkpoint_dir, ckpt.DISCRIMINATOR_FILE), device, dtype)
+    for player in (generator, disc):
+        if player is not None:  # sampling as the run sampled
+            player.generation_engine = config.generation_engine
     return generator, disc, config, metrics
 
 

@@ -2,7 +2,7 @@
 
 `AdversarialTrainer` inherits these methods; they read and restore what the
 loop keeps (players, optimizers, step, best metric, random state, the test
-split, the mistake book) in the format training/runtime/checkpoint.py writes.
+split, the mistake book, the problems' pass-rate estimates) in the format training/runtime/checkpoint.py writes.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class TrainerState:
             "best_reward": self.best_reward if math.isfinite(self.best_reward) else None,
             "visible_tests": self.visibility.record(),
             "mistake_book": self.book.state_dict(),
+            "pass_rates": self.pass_rates.state_dict(),
         }
         mode = self.config.save_optimizer
         ckpt.save_training_state(path, (self.generator, self.discriminator), (self.generator_optimizer, self.discriminator_optimizer), self.dist, common, with_optimizer=mode != "none")
@@ -83,6 +84,7 @@ class TrainerState:
         self.log.truncate_after(self.completed_stage)
         self.visibility.resumed_from(path, gen.get("visible_tests"))  # checked against this run's split
         self.book.load_state_dict(gen.get("mistake_book"))
+        self.pass_rates.load_state_dict(gen.get("pass_rates"))
         return gen.get("metrics", {})
 
 
