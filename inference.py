@@ -47,6 +47,8 @@ def parse_args(argv):
                              "(default: a call whose samples assert different results keeps a majority result, or none)")
     parser.add_argument("--num-samples", type=int, default=1,
                         help="sample N chains and keep the one CodeT dual agreement ranks first (default 1)")
+    parser.add_argument("--generation-engine", choices=("fast", "generate"), default=None,
+                        help="what samples: the fast decode loop or model.generate (default: the checkpoint's run's; fast with --model)")
     parser.add_argument("--output", help="also write the answer (and test results) to this JSON file")
     return parser.parse_args(argv)
 
@@ -65,7 +67,7 @@ def run(args) -> int:
     from training.chains import generate_chains
     from training.runtime.cli import check_flags, write_atomically
     from training.errors import UserError
-    from training.runtime.loading import load_model_players, load_players, players_source
+    from training.runtime.loading import load_model_players, load_players, players_source, use_engine
     from training.evaluation.ranking import codet_rank, infer_entry_point, pass_matrix
 
     # ---------------------------------------------------------------- arguments
@@ -89,6 +91,7 @@ def run(args) -> int:
             args.model, args.device, test_model=args.test_model, discriminator=wants_tests)
     else:
         generator, discriminator, config, metrics = load_players(checkpoint, args.device, discriminator=wants_tests)
+    use_engine(args.generation_engine, generator, discriminator)
     budgets = [args.max_new_tokens] * NUM_STAGES if args.max_new_tokens else list(config.max_new_tokens)
     writer_input = args.test_writer_input or config.test_writer_input
 

