@@ -156,8 +156,7 @@ class AdversarialTrainer(TrainerState):
             )
             self.sampler.note_spread(batch.problems, batch.group_size, valid)
             if batch.runs_code:  # passing every visible test: what problem_sampling=edge estimates
-                self.pass_rates.note(batch.problems, batch.group_size, [bool(r) and all(r) for r in batch.reference_results],
-                                     self.dist)
+                self.pass_rates.note(batch.problems, batch.group_size, batch.passed(), self.dist)
             valid = cap_groups(valid, batch.group_size, config.problems_per_batch, self.dist)
             stats = timed(timings, "update_generator", self.update_generator, batch, advantages, valid)
             self.rollouts.prefix_cache.clear()  # the policy moved: the next rollout writes its prefixes anew

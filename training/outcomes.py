@@ -20,7 +20,7 @@ def outcome_metrics(batch, visibility, rollouts) -> dict:
     the false positives alone.
     """
     G, codes = batch.group_size, batch.codes
-    visible_pass = [bool(r) and all(r) for r in batch.reference_results]
+    visible_pass = batch.passed()
     correct = list(visible_pass)
     out = {}
     if visibility.enabled:

@@ -156,6 +156,10 @@ class StageBatch:
     def per_completion(self, values: list) -> list:
         return [v for v in values for _ in range(self.group_size)]
 
+    def passed(self) -> list:
+        """Per candidate of a code-stage batch: whether it passed every reference test it was scored on (the visible ones)."""
+        return [bool(r) and all(r) for r in self.reference_results]
+
     def stats(self) -> dict:
         """The batch's row of the metrics log: rewards, each term, pass rate, test validity, length."""
         row = {"reward": float(np.mean(self.rewards)), "reward_std": float(np.std(self.rewards))}
@@ -165,7 +169,7 @@ class StageBatch:
                 row[f"reward_{name}"] = float(np.mean(applicable))
         if self.runs_code:
             # the batch's share of candidates passing every reference test it was scored on
-            row["train_pass_rate"] = float(np.mean([bool(r) and all(r) for r in self.reference_results]))
+            row["train_pass_rate"] = float(np.mean(self.passed()))
             row["forgeable_tests_excluded"] = self.forgeable_tests_excluded
             tb = self.test_batch
             if tb is not None:

@@ -2,7 +2,8 @@
 
 `AdversarialTrainer` inherits these methods; they read and restore what the
 loop keeps (players, optimizers, step, best metric, random state, the test
-split, the mistake book, the problems' pass-rate estimates) in the format training/runtime/checkpoint.py writes.
+split, the mistake book, the problems' pass-rate estimates) in the format
+training/runtime/checkpoint.py writes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from training.runtime.metrics import best_metric
 
 class TrainerState:
     def save_checkpoint(self, path: str, stage_id: int, metrics: dict) -> None:
-        """generator.pt, discriminator.pt and metrics.json in `path` (training/checkpoint.py); every rank calls it."""
+        """generator.pt, discriminator.pt and metrics.json in `path` (runtime/checkpoint.py); every rank calls it."""
         metrics = dict(metrics)
         metrics.setdefault("stage_id", stage_id)
         common = {
@@ -34,7 +35,8 @@ class TrainerState:
             "pass_rates": self.pass_rates.state_dict(),
         }
         mode = self.config.save_optimizer
-        ckpt.save_training_state(path, (self.generator, self.discriminator), (self.generator_optimizer, self.discriminator_optimizer), self.dist, common, with_optimizer=mode != "none")
+        players, optimizers = self._players_and_optimizers()
+        ckpt.save_training_state(path, players, optimizers, self.dist, common, with_optimizer=mode != "none")
         if mode == "latest" and self.dist.is_main and ckpt.is_resume_dir(path, self.config.checkpoint_dir):
             # only now that `path` is complete: a kill at any moment leaves a resumable directory
             ckpt.drop_optimizer_state(self.config.checkpoint_dir, keep=path)
@@ -67,7 +69,8 @@ class TrainerState:
         A directory saved without optimizer state (save_optimizer=latest or none) logs one warning and leaves
         the optimizers fresh.
         """
-        gen = ckpt.load_training_state(path, (self.generator, self.discriminator), (self.generator_optimizer, self.discriminator_optimizer) if load_optimizer else None, self.dist)
+        players, optimizers = self._players_and_optimizers()
+        gen = ckpt.load_training_state(path, players, optimizers if load_optimizer else None, self.dist)
         self.completed_stage = int(gen.get("stage_id", 0))
         if load_optimizer:  # the saved state carries the old run's learning rates; this run's config wins
             # (after stage 5, e.g. from final/, the next stage would be a 6th: keep stage 5's rate)
@@ -86,6 +89,9 @@ class TrainerState:
         self.book.load_state_dict(gen.get("mistake_book"))
         self.pass_rates.load_state_dict(gen.get("pass_rates"))
         return gen.get("metrics", {})
+
+    def _players_and_optimizers(self) -> tuple:
+        return (self.generator, self.discriminator), (self.generator_optimizer, self.discriminator_optimizer)
 
 
 def set_lr(optimizer, lr: float) -> None:
