@@ -5,7 +5,7 @@
     config = config.with_overrides(["--iterations_per_stage=4", "--sandbox.workers=1"])
 
 Nested sections (`warmup`, `judge`, `rewards`, `sandbox`, `lora`) are dataclasses of
-their own and take dotted keys on the command line; `sandbox` is the
+their own (config_sections.py) and take dotted keys on the command line; `sandbox` is the
 sandbox's own `SandboxConfig`, so every limit it has is a key here and its
 checks are the only ones. Values from YAML and from
 `--key=value` are type-checked; an unknown key or a wrong type raises a
@@ -16,27 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from models.base import GENERATION_ENGINES
 from sandbox import SandboxConfig
-from training.runtime.config_parsing import build_kwargs, parse_override, read_yaml_mapping, renamed_key, set_dotted
-from training.errors import UserError
-from training.runtime.metrics import TRACKERS
+from training.config_sections import JudgeConfig, LoraConfig, RewardConfig, WarmupConfig, setting
 from training.data.visibility import CHOICES as VISIBLE_CHOICES
+from training.errors import UserError
+from training.runtime.config_parsing import build_kwargs, parse_override, read_yaml_mapping, renamed_key, set_dotted
+from training.runtime.metrics import TRACKERS
 
 
 TEST_WRITER_INPUTS = ("problem", "code")  # what the test writer reads: the statement, or it and the candidate's code
-
-
-def _f(default, help: str, **kwargs):
-    """A dataclass field with a default and a help text (shown by `train.py --help`)."""
-    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
-        factory = (lambda d=default: type(d)(**dataclasses.asdict(d))) if dataclasses.is_dataclass(default) else (
-            lambda d=default: type(d)(d)
-        )
-        return field(default_factory=factory, metadata={"help": help}, **kwargs)
-    return field(default=default, metadata={"help": help}, **kwargs)
 
 
 # The default run's families: a 1.6M-parameter model learns about a dozen in
@@ -49,281 +40,188 @@ DEFAULT_FAMILIES = (
 
 
 @dataclass
-class WarmupConfig:
-    enabled: bool = _f(True, "Supervised warm-up on gold five-stage chains before the adversarial stages.")
-    steps: int = _f(
-        600,
-        "Optimizer steps of generator warm-up: more steps of a smaller batch (600 of 16, not 300 of 32) take the "
-        "same time and teach the model to copy names and constants.",
-    )
-    batch_size: int = _f(16, "Examples per warm-up step (one example = one stage of one problem).")
-    lr: float = _f(3e-3, "Peak learning rate of warm-up (cosine decay to 10%).")
-    stage5_fraction: float = _f(0.4, "Share of warm-up examples that are stage 5 (code); the rest spread over stages 1-4.")
-    discriminator_from_generator: bool = _f(
-        True, "Start the discriminator's LM from the warmed-up generator when their architectures match."
-    )
-    test_writer_steps: int = _f(150, "Optimizer steps of the test writer's warm-up on reference tests (0 = none).")
-    tests_per_problem: int = _f(
-        3,
-        "Reference tests per problem the test writer imitates in warm-up: the first N as the problem lists them "
-        "(the curriculum lists edge cases first); 0 = all. With all 8, random inputs included, 83% of what the "
-        "tiny writer wrote was invalid.",
-    )
-    tests_from_training_problems: bool = _f(
-        True,
-        "The test writer also imitates the reference tests of the RL training problems, so it writes tests for "
-        "families without gold chains too (the default run's 4 RL-only ones); false = only the warm-up problems' tests.",
-    )
-    chain_loss: bool = _f(
-        True,
-        "Supervise the gold stages 1..k-1 inside a stage-k example's prompt as well as stage k (the loss starts "
-        "after the problem statement).",
-    )
-    scoring_head_steps: int = _f(30, "Warm-up steps of the scoring head: gold stage texts vs the warmed-up generator's samples.")
-    problems: str = _f("curriculum:warmup", "Problem source with gold chains for warm-up.")
-    cpu_threads: int = _f(
-        0, "torch CPU threads during warm-up (0 = the machine's cores shared among processes): no sandbox runs then."
-    )
-    stop: str = _f(
-        "steps",
-        "When the generator's warm-up stops: steps (after `steps`), val_loss (its loss on a validation slice of the "
-        "warm-up problems has not fallen by min_delta for `patience` checks) or entropy (the mean token entropy of code "
-        "it samples for that slice has fallen to entropy_floor), each at most `steps`. An over-trained warm-up leaves "
-        "RL nothing to explore.",
-    )
-    val_share: float = _f(
-        0.1, "stop=val_loss or entropy: the share of warm-up problems (by a hash of their id) held out as the validation slice.",
-    )
-    eval_every: int = _f(25, "stop=val_loss or entropy: generator steps between checks; each check is a row of the log.")
-    patience: int = _f(3, "stop=val_loss: checks without improvement before the warm-up stops.")
-    min_delta: float = _f(0.01, "stop=val_loss: the relative fall of the validation loss that counts as improvement.")
-    entropy_floor: float = _f(
-        0.35,
-        "stop=entropy: nats per token of sampled code (T = temperature). RL from a warm-up near 0.37 nats lifted "
-        "held-out pass@1; from one at 0.11 nats it lowered it.",
-    )
-
-
-@dataclass
-class RewardConfig:
-    # Weights of the registered reward functions (training/rewards.py). A weight
-    # of 0 turns a term off; every term is still logged when it is computed.
-    discriminator: float = _f(1.0, "Stages 1-4: the discriminator's probability that the output is reference-quality.")
-    lookahead: float = _f(0.0, "Stages 1-4: pass rate after completing the chain to code greedily (costly).")
-    reference_tests: float = _f(1.0, "Stage 5: pass fraction on the problem's reference tests.")
-    discriminator_tests: float = _f(
-        0.25,
-        "Stage 5: pass fraction on discriminator tests validated on the reference. With invalid_test_penalty 0.5, "
-        "0.25 raised the test writer's validity from 47% to 68% at the same held-out pass@1 (three seeds, docs/experiments.md).",
-    )
-
-
-@dataclass
-class JudgeConfig:
-    target: str = _f(
-        "gold",
-        "What the scoring head (the stage 1-4 reward) learns: gold (gold stage texts real, generated ones fake) or "
-        "outcome (the probability that the chain's code passes the reference tests the reward sees, from labelled "
-        "chains; training/judge.py).",
-    )
-    replay_size: int = _f(4096, "outcome: labelled chains kept (the most recent), in training and held out each.")
-    seed_chains: int = _f(
-        256, "outcome: chains sampled, run and labelled when a stage 1-4 starts with an empty replay."
-    )
-    seed_steps: int = _f(60, "outcome: BCE steps on the replay right after seeding it.")
-    batch_size: int = _f(32, "outcome: labelled examples per BCE step.")
-    holdout: float = _f(0.2, "outcome: share of problems (by id) whose chains are never trained on; they give judge_auc.")
-
-
-@dataclass
-class LoraConfig:
-    r: int = _f(16, "LoRA rank.")
-    alpha: int = _f(32, "LoRA alpha.")
-
-
-@dataclass
 class TrainingConfig:
     # --- run ---
-    device: str = _f("auto", "cpu, cuda, or auto (cuda when available).")
-    seed: int = _f(0, "Seed for model init, sampling and data order.")
-    cpu_threads: int = _f(1, "torch CPU threads (0 = torch's default); 1 is fastest where sandbox workers share few cores.")
-    dtype: str = _f("auto", "auto (fp32 weights; on CUDA, bf16 autocast), float32, bfloat16 or float16 (weights stored in it).")
-    generation_engine: str = _f(
+    device: str = setting("auto", "cpu, cuda, or auto (cuda when available).")
+    seed: int = setting(0, "Seed for model init, sampling and data order.")
+    cpu_threads: int = setting(1, "torch CPU threads (0 = torch's default); 1 is fastest where sandbox workers share few cores.")
+    dtype: str = setting("auto", "auto (fp32 weights; on CUDA, bf16 autocast), float32, bfloat16 or float16 (weights stored in it).")
+    generation_engine: str = setting(
         "fast",
         "What samples under LLMGenerator.sample, for every path (rollouts, probe, test writer, evaluation, inference): "
         "fast (a decode loop over the model's forward with a preallocated KV cache, each prompt prefilled once for its "
         "samples; a model it cannot run exactly falls back to generate with one warning) or generate (model.generate).",
     )
-    generator_model: str = _f("tiny", "Hub id or local directory of the generator; 'tiny' builds the embedded model.")
-    discriminator_model: str = _f("tiny", "Hub id or local directory of the discriminator; 'tiny' = embedded model.")
-    problems: str = _f("curriculum:train", "Training problems: curriculum:<split>, humaneval, or a .jsonl path.")
-    visible_tests: int = _f(
+    generator_model: str = setting("tiny", "Hub id or local directory of the generator; 'tiny' builds the embedded model.")
+    discriminator_model: str = setting("tiny", "Hub id or local directory of the discriminator; 'tiny' = embedded model.")
+    problems: str = setting("curriculum:train", "Training problems: curriculum:<split>, humaneval, or a .jsonl path.")
+    visible_tests: int = setting(
         0,
         "Reference tests of each training problem the run may see (0 = all): the rest are hidden from the reward, "
         "the warm-up and the judge, and only logged (hidden_pass_rate, false_positive_rate). Evaluation uses all.",
     )
-    visible_choice: str = _f(
+    visible_choice: str = setting(
         "first", "Which tests are visible with visible_tests: first (as the problem lists them) or random (seeded)."
     )
-    eval_problems: str = _f("curriculum:heldout_instances", "Problems for the held-out evaluation after each stage.")
-    eval_size: int = _f(0, "How many evaluation problems to use (0 = all).")
-    families: list = _f(
+    eval_problems: str = setting("curriculum:heldout_instances", "Problems for the held-out evaluation after each stage.")
+    eval_size: int = setting(0, "How many evaluation problems to use (0 = all).")
+    families: list = setting(
         list(DEFAULT_FAMILIES),
         "Only curriculum problems of these families (warm-up, training, evaluation); empty = all fifty, for hardware "
         "bigger than a laptop CPU (the default 12 are what the tiny model learns in minutes).",
     )
     # --- curriculum over stages ---
-    stages: list = _f([1, 2, 3, 4, 5], "Stages to train, in order (1..5); [] = the warm-up only.")
-    iterations_per_stage: int | list = _f(
+    stages: list = setting([1, 2, 3, 4, 5], "Stages to train, in order (1..5); [] = the warm-up only.")
+    iterations_per_stage: int | list = setting(
         [1, 1, 1, 1, 40],
         "RL iterations per stage: one number for every stage, or a list of 5 (stages 1..5). Stages 1-4, judged by "
         "the discriminator, get one cautious iteration each; the code stage, judged by execution, the RL budget.",
     )
-    problems_per_batch: int = _f(8, "Problems per RL iteration.")
-    problem_sampling: str = _f(
+    problems_per_batch: int = setting(8, "Problems per RL iteration.")
+    problem_sampling: str = setting(
         "uniform",
         "How iterations pick problems: uniform (shuffled passes over the set), informative (families weighted by "
         "how often their groups had reward spread, so fewer groups are skipped) or edge (mostly problems whose "
         "running pass-rate estimate is strictly between 0 and 1: the edge of competence, where RL gains come from).",
     )
-    edge_explore: float = _f(
+    edge_explore: float = setting(
         0.25,
         "problem_sampling=edge: the share of each batch drawn from every problem, so unseen problems get an estimate "
         "and problems off the edge can come back.",
     )
-    dynamic_sampling: bool = _f(
+    dynamic_sampling: bool = setting(
         False,
         "DAPO's dynamic sampling: after the iteration's rollout, roll out more problems and keep groups with reward "
         "spread until each player's batch holds problems_per_batch of them, or max_rollout_batches rollouts were taken.",
     )
-    max_rollout_batches: int = _f(
+    max_rollout_batches: int = setting(
         3, "Most rollouts of problems_per_batch problems per update under dynamic_sampling (the iteration's own counts).",
     )
-    group_size: int = _f(8, "Samples per problem (G) for group-relative advantages.")
-    rollout_chain: str = _f(
+    group_size: int = setting(8, "Samples per problem (G) for group-relative advantages.")
+    rollout_chain: str = setting(
         "prefix",
         "What a stage-k rollout samples: prefix (stage k after the generator's greedy stages 1..k-1, regenerated "
         "after every update, so no prefix outlives the policy that wrote it) or trajectory (stages k..5 sampled, "
         "the chain rewarded by execution, the gradient on every sampled stage).",
     )
-    probe_problems: int = _f(
+    probe_problems: int = setting(
         16,
         "Training problems of the inference-style probe: whole chains regenerated greedily from the problem, scored "
         "on the tests the reward sees (probe_pass_rate); 0 = no probe.",
     )
-    probe_every: int = _f(10, "Iterations between probes (and after a stage's last one).")
-    max_new_tokens: list = _f([80, 96, 96, 80, 128], "Token budget per stage output, stages 1..5.")
-    temperature: float = _f(1.0, "Sampling temperature of rollouts.")
-    top_p: float = _f(1.0, "Nucleus sampling of rollouts.")
+    probe_every: int = setting(10, "Iterations between probes (and after a stage's last one).")
+    max_new_tokens: list = setting([80, 96, 96, 80, 128], "Token budget per stage output, stages 1..5.")
+    temperature: float = setting(1.0, "Sampling temperature of rollouts.")
+    top_p: float = setting(1.0, "Nucleus sampling of rollouts.")
     # --- generator update ---
-    generator_lr: float | list[float] = _f(
+    generator_lr: float | list[float] = setting(
         [1e-5, 1e-5, 1e-5, 1e-5, 1e-4],
         "Generator learning rate in the adversarial stages: one number, or a list of 5 (stages 1..5). Stages 1-4 "
         "step 10x smaller: their scoring head is near chance on the tiny model, and a full step there moved "
         "held-out pass@1 by -1.6 to -7.5 points.",
     )
-    kl_beta: float = _f(0.02, "Weight of the KL penalty to the frozen reference generator.")
-    clip_range: float = _f(0.2, "PPO-style ratio clip for the policy-gradient loss.")
-    epsilon_high: float = _f(
+    kl_beta: float = setting(0.02, "Weight of the KL penalty to the frozen reference generator.")
+    clip_range: float = setting(0.2, "PPO-style ratio clip for the policy-gradient loss.")
+    epsilon_high: float = setting(
         0.0,
         "Upper ratio clip, 1 + epsilon_high, with clip_range the lower one (DAPO's clip-higher, e.g. 0.28); 0 = same "
         "as clip_range. With one policy epoch on fresh samples the ratio is 1 and clipping does nothing.",
     )
-    importance_sampling_level: str = _f(
+    importance_sampling_level: str = setting(
         "token",
         "token (PPO: one ratio per token) or sequence (GSPO: one ratio per sequence, exp of the mean token log-ratio, "
         "clipped as a whole). With one policy epoch on fresh samples the ratio is 1 and clipping does nothing.",
     )
-    loss_type: str = _f(
+    loss_type: str = setting(
         "grpo",
         "How token losses are averaged, for both players: grpo (mean over each sequence's tokens, then over "
         "sequences), dapo (mean over every completion token of the batch), dr_grpo (each sequence's token sum / its "
         "token budget, max_new_tokens of the stage or test_max_new_tokens, then mean over sequences).",
     )
-    scale_rewards: str = _f(
+    scale_rewards: str = setting(
         "group",
         "What reward - group mean is divided by, for both players: group (the group's std), batch (the std of the "
         "whole batch's rewards, every process's) or none (Dr. GRPO). Zero-spread groups are skipped in every mode.",
     )
-    policy_epochs: int = _f(1, "Gradient passes over each rollout batch (>1 makes the clip active).")
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
-    micro_batch_size: int = _f(32, "Sequences per forward/backward pass in updates (gradient accumulation).")
-    generator_steps: int = _f(1, "Generator updates per iteration before the discriminator's turn.")
+    policy_epochs: int = setting(1, "Gradient passes over each rollout batch (>1 makes the clip active).")
+    max_grad_norm: float = setting(1.0, "Gradient clipping norm.")
+    micro_batch_size: int = setting(32, "Sequences per forward/backward pass in updates (gradient accumulation).")
+    generator_steps: int = setting(1, "Generator updates per iteration before the discriminator's turn.")
     # --- discriminator ---
-    use_discriminator: bool = _f(True, "False = ablation: execution reward only, no discriminator score or tests.")
-    discriminator_lr: float = _f(5e-4, "Discriminator learning rate (scoring head, LM and test writer).")
-    discriminator_steps: int = _f(1, "Discriminator updates per RL iteration, each on that iteration's batch.")
-    test_samples: int = _f(
+    use_discriminator: bool = setting(True, "False = ablation: execution reward only, no discriminator score or tests.")
+    discriminator_lr: float = setting(5e-4, "Discriminator learning rate (scoring head, LM and test writer).")
+    discriminator_steps: int = setting(1, "Discriminator updates per RL iteration, each on that iteration's batch.")
+    test_samples: int = setting(
         4,
         "Test-writer samples per problem at the code stage (at least 2: their advantages are relative to each "
         "other); each sample keeps its first 3 asserts, and the problem's tests are their distinct union.",
     )
-    test_writer_input: str = _f(
+    test_writer_input: str = setting(
         "problem",
         "What the test writer reads: problem (the statement; test_samples samples per problem, every candidate "
         "runs all of them, CURE reward) or code (the statement and one candidate's code; one sample per "
         "candidate, whose valid tests score that candidate, attack reward in training/rewards.py).",
     )
-    code_tests_scope: str = _f(
+    code_tests_scope: str = setting(
         "own",
         "test_writer_input=code: the written tests each candidate runs for its reward: own (those written for it, "
         "and the mistake book's) or group (those written for any candidate of its problem, and the book's).",
     )
-    quiet_test_reward: float = _f(
+    quiet_test_reward: float = setting(
         0.1, "test_writer_input=code: what each valid test that the candidate passes earns its writer.")
-    quiet_test_cap: float = _f(
+    quiet_test_cap: float = setting(
         0.3, "test_writer_input=code: the most a sample's quiet tests earn together (below 1, a catch's worth).")
-    mistake_book_size: int = _f(
+    mistake_book_size: int = setting(
         0,
         "Per problem, the most valid tests kept that failed a candidate; later iterations run them on new "
         "candidates too, so a bug caught once keeps costing until it is fixed (0 = no book).",
     )
-    mistake_book_max_age: int = _f(
+    mistake_book_max_age: int = setting(
         20, "Generator updates a test stays in the mistake book after the last candidate it failed.")
-    test_max_new_tokens: int = _f(96, "Token budget of one test-writer sample, in training and at inference.")
-    test_temperature: float = _f(1.0, "Sampling temperature of the test writer.")
-    test_writer_reward: str = _f(
+    test_max_new_tokens: int = setting(96, "Token budget of one test-writer sample, in training and at inference.")
+    test_temperature: float = setting(1.0, "Sampling temperature of the test writer.")
+    test_writer_reward: str = setting(
         "mean",
         "How a test-writer sample's reward combines the CURE rewards of its tests: mean, or sum (an extra valid "
         "test never lowers it). A sample with no test scores -1 either way.",
     )
-    invalid_test_penalty: float = _f(
+    invalid_test_penalty: float = setting(
         0.5,
         "Subtracted from the CURE reward of each test the reference solution fails (0 = CURE as published); "
         "see rewards.discriminator_tests for what 0.5 did.",
     )
-    allow_forgeable_tests: bool = _f(
+    allow_forgeable_tests: bool = setting(
         False,
         "Let tests that the sandbox can only check inside the candidate's process (assert mode, which code that "
         "reads its own memory can forge; docs/sandbox.md) count in rewards. False: rewards leave them out, and "
         "forgeable_tests_excluded counts them.",
     )
-    rewards: RewardConfig = _f(RewardConfig(), "Reward weights.")
-    warmup: WarmupConfig = _f(WarmupConfig(), "Supervised warm-up.")
-    judge: JudgeConfig = _f(JudgeConfig(), "The stage judge (the scoring head).")
-    sandbox: SandboxConfig = _f(SandboxConfig(), "Sandbox limits.")
+    rewards: RewardConfig = setting(RewardConfig(), "Reward weights.")
+    warmup: WarmupConfig = setting(WarmupConfig(), "Supervised warm-up.")
+    judge: JudgeConfig = setting(JudgeConfig(), "The stage judge (the scoring head).")
+    sandbox: SandboxConfig = setting(SandboxConfig(), "Sandbox limits.")
     # --- memory ---
-    gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
-    use_lora: bool = _f(False, "Train LoRA adapters (peft) instead of full weights.")
-    lora: LoraConfig = _f(LoraConfig(), "LoRA settings (with use_lora).")
-    offload_reference: bool = _f(False, "Keep the frozen reference model on CPU, moving it to the device per use.")
+    gradient_checkpointing: bool = setting(False, "Recompute activations in backward to save memory.")
+    use_lora: bool = setting(False, "Train LoRA adapters (peft) instead of full weights.")
+    lora: LoraConfig = setting(LoraConfig(), "LoRA settings (with use_lora).")
+    offload_reference: bool = setting(False, "Keep the frozen reference model on CPU, moving it to the device per use.")
     # --- output ---
-    best_metric: str = _f(
+    best_metric: str = setting(
         "avg_reward",
         "What best/ maximises: avg_reward (the generator's mean reward in the stage) or eval_pass_at_1 "
         "(held-out pass@1 of the stage's checkpoint; needs eval_problems).",
     )
-    checkpoint_dir: str = _f("checkpoints", "Where stage_N/, best/, final/ and metrics.jsonl are written.")
-    save_optimizer: str = _f(
+    checkpoint_dir: str = setting("checkpoints", "Where stage_N/, best/, final/ and metrics.jsonl are written.")
+    save_optimizer: str = setting(
         "all",
         "Which checkpoint directories keep the optimizer state (what resuming needs besides the weights): all, "
         "latest (only the newest stage_N/ or warmup/ and final/; an older one drops it once a newer one is "
         "complete) or none (weights only). Resuming from a directory without it starts a fresh optimizer.",
     )
-    log_every: int = _f(1, "Write a metrics line every N iterations.")
-    plot: bool = _f(True, "Write a PNG of the training curves at the end of each stage.")
-    progress: bool = _f(True, "Show tqdm progress bars.")
-    report_to: list[str] = _f(
+    log_every: int = setting(1, "Write a metrics line every N iterations.")
+    plot: bool = setting(True, "Write a PNG of the training curves at the end of each stage.")
+    progress: bool = setting(True, "Show tqdm progress bars.")
+    report_to: list[str] = setting(
         [],
         "Experiment trackers that also get every metrics.jsonl scalar, at its global_step, from the main process: "
         "tensorboard (event files in <checkpoint_dir>/tensorboard/), wandb (honours WANDB_MODE, e.g. offline); "
