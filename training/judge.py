@@ -21,7 +21,6 @@ never trained on: their chains give the judge's AUC and Brier score.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import random
 import sys
 from collections import deque
@@ -31,6 +30,7 @@ import torch
 
 from reasoning.stages import NUM_STAGES
 from training.chains import LabelledChain, chain_passed, generate_chains  # noqa: F401  (LabelledChain: importable from here)
+from training.data.problem import in_hashed_share
 from training.losses import scoring_head_step
 
 JUDGED_STAGES = tuple(range(1, NUM_STAGES))  # stages 1-4: the code stage is judged by execution
@@ -38,8 +38,7 @@ JUDGED_STAGES = tuple(range(1, NUM_STAGES))  # stages 1-4: the code stage is jud
 
 def held_out(problem_id: str, share: float) -> bool:
     """Whether a problem's chains belong to the judge's held-out slice (a stable hash of its id)."""
-    digest = hashlib.sha256(problem_id.encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32 < share
+    return in_hashed_share(problem_id, share)
 
 
 class JudgeReplay:

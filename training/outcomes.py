@@ -6,6 +6,7 @@ Nothing here feeds a reward or an update.
 from __future__ import annotations
 
 from reasoning.stages import NUM_STAGES
+from training.chains import chain_passed
 
 
 def outcome_metrics(batch, visibility, rollouts) -> dict:
@@ -59,6 +60,6 @@ def probe_pass_rate(problems: list, rollouts, dist) -> float:
     passed = []
     for p, r in zip(problems, results):
         (outcomes,), _ = rollouts.trusted_outcomes([r], len(p.tests))
-        passed.append(bool(outcomes) and all(outcomes))
+        passed.append(chain_passed(outcomes))
     total = dist.sum(len(passed))
     return dist.sum(sum(passed)) / total if total else 0.0

@@ -158,7 +158,7 @@ class StageBatch:
 
     def passed(self) -> list:
         """Per candidate of a code-stage batch: whether it passed every reference test it was scored on (the visible ones)."""
-        return [bool(r) and all(r) for r in self.reference_results]
+        return [chain_passed(r) for r in self.reference_results]
 
     def stats(self) -> dict:
         """The batch's row of the metrics log: rewards, each term, pass rate, test validity, length."""

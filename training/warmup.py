@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import random
@@ -19,6 +18,7 @@ import random
 import torch
 
 from reasoning.stages import NUM_STAGES, build_prompt, build_test_prompt, get_stage
+from training.data.problem import in_hashed_share
 from training.errors import UserError
 from training.losses import optimizer_step, scoring_head_step
 from training.rollout import TESTS_PER_SAMPLE
@@ -50,21 +50,20 @@ class Warmup:
 
     def _run(self, problems: list, test_problems: list) -> dict:
         config, wc = self.config, self.config.warmup
-        # one pool per stage, so that the share of code examples is a knob of its own
-        pools = [[warmup_pair(p, k, wc.chain_loss) for p in problems if p.gold_stages] for k in range(1, NUM_STAGES + 1)]
-        if not pools[0]:
+        with_gold = [p for p in problems if p.gold_stages]
+        if not with_gold:
             raise UserError(f"warm-up needs problems with gold stages; {wc.problems} has none (set --warmup.enabled=false)")
-        f5 = wc.stage5_fraction
-        weights = [(1 - f5) / 4] * 4 + [f5]
         monitor = None
-        if wc.stop != "steps":
-            val = [p for p in problems if p.gold_stages and in_validation_slice(p.id, wc.val_share)]
-            held = {p.id for p in val}
-            pools = [[warmup_pair(p, k, wc.chain_loss) for p in problems if p.gold_stages and p.id not in held]
-                     for k in range(1, NUM_STAGES + 1)]
-            if not val or not pools[0]:
+        if wc.stop != "steps":  # a validation slice that never trains watches the warm-up and stops it
+            val = [p for p in with_gold if in_validation_slice(p.id, wc.val_share)]
+            with_gold = [p for p in with_gold if not in_validation_slice(p.id, wc.val_share)]
+            if not val or not with_gold:
                 raise UserError(f"warmup.val_share={wc.val_share} leaves no validation or no training problems in {wc.problems}")
             monitor = WarmupMonitor(self.generator, val, config, self.dist, self.log)
+        # one pool per stage, so that the share of code examples is a knob of its own
+        pools = [[warmup_pair(p, k, wc.chain_loss) for p in with_gold] for k in range(1, NUM_STAGES + 1)]
+        f5 = wc.stage5_fraction
+        weights = [(1 - f5) / 4] * 4 + [f5]
         stats = {"warmup_generator_loss": self.supervised(self.generator, pools, weights, wc.steps, "warm-up generator",
                                                           monitor)}
         if monitor is not None:
@@ -255,9 +254,11 @@ def should_stop(val_losses: list, entropies: list, rule: str, patience: int, min
 
 
 def in_validation_slice(problem_id: str, share: float) -> bool:
-    """A fixed share of problems, by a hash of the id: the same slice on every rank and every run."""
-    digest = hashlib.sha256(f"warmup-validation/{problem_id}".encode()).hexdigest()
-    return int(digest[:8], 16) / 2**32 < share
+    """A fixed share of problems, by a hash of the id: the same slice on every rank and every run.
+
+    Salted, so that it is independent of the judge's held-out slice.
+    """
+    return in_hashed_share(problem_id, share, salt="warmup-validation/")
 
 
 def warmup_pair(problem, stage_id: int, chain_loss: bool) -> tuple:

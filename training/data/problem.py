@@ -8,6 +8,7 @@ Nothing here runs untrusted code: tests are only parsed, never executed.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 
@@ -146,3 +147,13 @@ def called_names(tests: list[str]) -> list[str]:
 
 def signature(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
     return f"{fn.name}({ast.unparse(fn.args)})"
+
+
+def in_hashed_share(problem_id: str, share: float, salt: str = "") -> bool:
+    """Whether a problem falls in a fixed `share` of all problems, by a stable hash of its id (and `salt`).
+
+    The same on every rank and in every run; two slices with different salts are independent.
+    """
+    digest = hashlib.sha256((salt + problem_id).encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < share
+
