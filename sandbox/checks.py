@@ -847,3 +847,44 @@ def check_call(call: IoCall, text: str) -> tuple[bool, str]:
     if call.expect in ("eq", "is"):
         return False, f"{call.source}: expected {_short(repr(call.value), 60)}, got {shown}"
     return False, f"{call.source}: got {shown}"
+
+
+# --------------------------------------------------------------------------
+# Labelling: the reference fills in a call's expected value
+
+MAX_LABELLED_CHARS = 2_000
+
+
+def single_call(plan: TestPlan, entry_point: str | None) -> IoCall | None:
+    """The one call of `entry_point` that an I/O plan checks directly; None for any other plan."""
+    if plan.kind != "io" or len(plan.calls) != 1 or plan.verdicts:
+        return None
+    call = plan.calls[0]
+    if entry_point and call.func != entry_point:
+        return None
+    if any(isinstance(v, Free) for v in (*call.args, *call.kwargs.values())):
+        return None
+    return call
+
+
+def call_key(call: IoCall) -> str:
+    """The call's identity once its arguments are evaluated: `f(3*2)` and `f(6)` are one call."""
+    return repr((call.func, call.args, sorted(call.kwargs.items())))
+
+
+def labelled_test(call: IoCall, value) -> str | None:
+    """`assert f(args) == value` with literal arguments and value; None when it has no such form.
+
+    The text is planned again and must check exactly this call and value, so
+    a value whose repr is not a literal (inf, nan, an object) is refused.
+    """
+    args = [repr(a) for a in call.args] + [f"{k}={v!r}" for k, v in call.kwargs.items()]
+    text = f"assert {call.func}({', '.join(args)}) == {value!r}"
+    if len(text) > MAX_LABELLED_CHARS:
+        return None
+    again = single_call(plan_test(text, call.func), call.func)
+    if again is None or again.expect != "eq" or call_key(again) != call_key(call):
+        return None
+    if not strict_equal(value, again.value):
+        return None
+    return text

@@ -301,6 +301,41 @@ class Sandbox:
 
     def run_batch(self, jobs: list, *, timeout_s: float | None = None) -> list[ExecutionResult]:
         """Run ``(code, tests[, entry_point])`` jobs in parallel; results in input order."""
+        return self._in_parallel(jobs, lambda job: self.run(job[0], job[1], job[2] if len(job) > 2 else None,
+                                                            timeout_s=timeout_s))
+
+    def label(self, code: str, tests: list, entry_point: str | None = None, *,
+              timeout_s: float | None = None) -> list[dict]:
+        """Run trusted ``code`` (a reference solution) on each test's call; the tests with its results filled in.
+
+        One dict per test: ``call`` (the call with its arguments evaluated,
+        for telling copies apart; None if the test is not one call of
+        ``entry_point``), ``test`` (``assert f(args) == <result>``, or None),
+        ``agrees`` (the test as written passes on ``code``) and ``error``
+        (why there is no ``test``). The code runs in a job like any other.
+        """
+        self._ensure_started()
+        tests = [t if isinstance(t, str) else None for t in (tests or [])]
+        if not tests:
+            return []
+        timeout = float(timeout_s or self.config.timeout_s)
+        req = {"op": "label", "code": code, "tests": tests, "entry_point": entry_point, "timeout_s": timeout}
+        w = self._idle.get()
+        try:
+            resp = self._request(w, req, timeout)
+        finally:
+            self._idle.put(w)
+        if isinstance(resp, str):
+            return [{"call": None, "test": None, "agrees": False, "error": resp} for _ in tests]
+        return resp["labels"]
+
+    def label_batch(self, jobs: list, *, timeout_s: float | None = None) -> list[list[dict]]:
+        """``label`` for ``(code, tests[, entry_point])`` jobs in parallel; answers in input order."""
+        return self._in_parallel(jobs, lambda job: self.label(job[0], job[1], job[2] if len(job) > 2 else None,
+                                                              timeout_s=timeout_s))
+
+    def _in_parallel(self, jobs: list, fn) -> list:
+        """fn(job) for every job, on as many threads as there are workers; results in input order."""
         self._ensure_started()
         jobs = list(jobs)
         results: list = [None] * len(jobs)
@@ -313,10 +348,7 @@ class Sandbox:
                     i = next(it, None)
                 if i is None:
                     return
-                job = jobs[i]
-                code, tests = job[0], job[1]
-                entry = job[2] if len(job) > 2 else None
-                results[i] = self.run(code, tests, entry, timeout_s=timeout_s)
+                results[i] = fn(jobs[i])
 
         n_threads = min(len(self._workers), len(jobs))
         threads = [threading.Thread(target=drive, daemon=True) for _ in range(n_threads - 1)]
@@ -328,22 +360,27 @@ class Sandbox:
             t.join()
         return results
 
-    def _run_on(self, w: _Worker, req: dict, timeout: float, n_tests: int) -> ExecutionResult:
+    def _request(self, w: _Worker, req: dict, timeout: float) -> dict | str:
+        """The worker's answer to one request, or why there is none (the worker is restarted)."""
         if self._closed:
-            return ExecutionResult(False, [False] * n_tests, "error", "sandbox was closed")
+            return "sandbox was closed"
         try:
             if not w.alive:
                 self._restart(w)
             # The manager answers shortly after the deadline; the margin covers
             # killing and sweeping a job on a loaded machine.
-            resp = w.request(req, timeout + 30.0)
+            return w.request(req, timeout + 30.0)
         except (_WorkerDied, OSError, ProtocolError, ValueError, RuntimeError) as e:
             w.kill()
             if self._closed:
-                return ExecutionResult(False, [False] * n_tests, "error", "sandbox was closed")
+                return "sandbox was closed"
             log.warning("sandbox worker failed (%s); restarting it", e)
-            return ExecutionResult(False, [False] * n_tests, "error",
-                                   f"sandbox worker died ({e}); it was restarted")
+            return f"sandbox worker died ({e}); it was restarted"
+
+    def _run_on(self, w: _Worker, req: dict, timeout: float, n_tests: int) -> ExecutionResult:
+        resp = self._request(w, req, timeout)
+        if isinstance(resp, str):
+            return ExecutionResult(False, [False] * n_tests, "error", resp)
         return ExecutionResult(passed=resp["status"] == "ok", test_results=resp["test_results"],
                                status=resp["status"], error=resp["error"],
                                duration_s=resp["duration_s"], output=resp["output"],

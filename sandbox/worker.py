@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 from . import checks, harness, isolation
 from .zygote import DONE as _DONE
@@ -424,6 +425,52 @@ class Manager:
         resp["forgeable"] = [p.forgeable for p in plans]
         return resp
 
+    def label(self, req: dict) -> dict:
+        """Run trusted code (a reference solution) on each test's call and put its result in the test.
+
+        A test labels when it checks exactly one call of the entry point
+        (`assert f(args) == guess`, `assert f(args)`, ...). Per test the
+        answer holds `call` (the call with its arguments evaluated, the same
+        text for `f(6)` and `f(2*3)`), `test` (`assert f(args) == <what the
+        code returned>`), `agrees` (the test as written passes on the code)
+        and `error` (why there is no `test`: not a single call, the code
+        raised or timed out, a result with no literal form).
+        """
+        t0 = time.monotonic()
+        tests = req.get("tests") or []
+        code, entry = req.get("code"), req.get("entry_point") or None
+        timeout = float(req.get("timeout_s") or self.cfg["timeout_s"])
+        answers = [{"call": None, "test": None, "agrees": False, "error": ""} for _ in tests]
+        units, calls, owner = [], {}, []
+        for k, t in enumerate(tests):
+            call = checks.single_call(self.plan(t, entry), entry)
+            if call is None:
+                answers[k]["error"] = f"not a single call of {entry or 'the function'} with plain arguments"
+                continue
+            answers[k]["call"] = checks.call_key(call)
+            owner.append((k, len(units)))
+            for c in (replace(call, expect="value", value=None, wrap="", fallback=None), call):
+                calls[len(units)] = c
+                units.append(("i", c.func, c.args, c.kwargs, c.wrap))
+        if units and isinstance(code, str) and len(code) <= self.cfg["max_code_chars"]:
+            state = JobState(units, calls, {}, secrets.token_hex(16))
+            killed, status, _, _ = self.execute(pack(marshal.dumps({
+                "code": code, "entry": entry, "units": units, "end": state.end_marker,
+                "limits": self.job_limits(timeout)})), state, timeout)
+            cut_short = killed or state.syntax_error or state.exec_error or _describe_exit(status)
+            for k, u in owner:
+                got = state.unit_res[u]
+                if u in state.values:
+                    answers[k]["test"] = checks.labelled_test(calls[u + 1], state.values[u])
+                    answers[k]["error"] = "" if answers[k]["test"] else "the result has no literal form"
+                    answers[k]["agrees"] = bool(state.unit_res[u + 1] and state.unit_res[u + 1][0])
+                else:
+                    answers[k]["error"] = _short(got[1] if got else f"no result ({cut_short})")
+        elif units:
+            for k, _ in owner:
+                answers[k]["error"] = "no code to label with"
+        return {"labels": answers, "duration_s": time.monotonic() - t0}
+
     def execute(self, payload: bytes, state: JobState, timeout: float):
         """Run one job through the fork-server; returns what happened."""
         # The job directory is made (and removed) here rather than in the
@@ -634,7 +681,7 @@ class Manager:
                 return
             req = json.loads(raw)
             try:
-                resp = self.handle(req)
+                resp = self.label(req) if req.get("op") == "label" else self.handle(req)
             except WorkerBroken as e:
                 write_all(proto_out, pack(json.dumps(
                     {"fatal": str(e)}).encode()))

@@ -192,7 +192,8 @@ class AdversarialTrainer(TrainerState):
         # the warm-up set may hold training problems (the curriculum's are the same): it sees what RL sees
         problems = self.visibility.split(problems)
         stats = Warmup(
-            self.generator, self.discriminator, self.discriminator_optimizer, self.config, self.dist, self.log
+            self.generator, self.discriminator, self.discriminator_optimizer, self.config, self.dist, self.log,
+            self.rollouts.labeller,
         ).run(problems, test_problems or [])
         self.warmed_up = True
         self.log.write({"stage": 0, **stats, "global_step": self.global_step})

@@ -178,6 +178,20 @@ class TrainingConfig:
     )
     mistake_book_max_age: int = setting(
         20, "Generator updates a test stays in the mistake book after the last candidate it failed.")
+    test_labels: str = setting(
+        "writer",
+        "Who gives a written test its expected value in training: writer (the test as written, valid when the "
+        "reference solution passes it) or reference (the reference's result on the writer's call fills it in; "
+        "copies of a visible test and repeated calls earn nothing; training/extra_tests.py).",
+    )
+    min_valid_tests: int = setting(
+        3, "test_labels=reference: a writer sample's validity is its valid tests over max(this, tests it wrote).")
+    fuzz_tests: int = setting(
+        0,
+        "Per problem, calls made by type-aware mutation of its visible tests' arguments and labelled by the "
+        "reference solution, which every candidate also runs for the discriminator_tests reward; needs no "
+        "discriminator (0 = none).",
+    )
     test_max_new_tokens: int = setting(96, "Token budget of one test-writer sample, in training and at inference.")
     test_temperature: float = setting(1.0, "Sampling temperature of the test writer.")
     test_writer_reward: str = setting(
@@ -266,6 +280,8 @@ class TrainingConfig:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.group_size < 2:
             raise UserError(f"group_size must be at least 2 (advantages are relative to the group), got {self.group_size}")
+        if self.warmup.writer_examples not in ("tests", "mutations"):
+            raise UserError(f"warmup.writer_examples must be tests or mutations, got {self.warmup.writer_examples!r}")
         if isinstance(self.warmup.tests_per_problem, bool) or self.warmup.tests_per_problem < 0:
             raise UserError(f"warmup.tests_per_problem must be 0 (all) or a positive number, got {self.warmup.tests_per_problem!r}")
         if self.judge.target not in ("gold", "outcome"):
@@ -305,6 +321,10 @@ class TrainingConfig:
             raise UserError(f"test_max_new_tokens must be at least 1, got {self.test_max_new_tokens}")
         if self.test_writer_input not in TEST_WRITER_INPUTS:
             raise UserError(f"test_writer_input must be {' or '.join(TEST_WRITER_INPUTS)}, got {self.test_writer_input!r}")
+        if self.test_labels not in ("writer", "reference"):
+            raise UserError(f"test_labels must be writer or reference, got {self.test_labels!r}")
+        if self.fuzz_tests < 0 or self.min_valid_tests < 1:
+            raise UserError(f"fuzz_tests must be 0 or more and min_valid_tests 1 or more, got {self.fuzz_tests} and {self.min_valid_tests}")
         if self.code_tests_scope not in ("own", "group"):
             raise UserError(f"code_tests_scope must be own or group, got {self.code_tests_scope!r}")
         if not 0.0 <= self.quiet_test_reward <= self.quiet_test_cap < 1.0:

@@ -42,6 +42,12 @@ class WarmupConfig:
         "(the curriculum lists edge cases first); 0 = all. With all 8, random inputs included, 83% of what the "
         "tiny writer wrote was invalid.",
     )
+    writer_examples: str = setting(
+        "tests",
+        "What the test writer imitates in warm-up: tests (the first tests_per_problem tests each problem shows the "
+        "run) or mutations (tests_per_problem calls made by mutating those tests' arguments, labelled by the "
+        "reference solution, none a copy of them; 0 = 8).",
+    )
     tests_from_training_problems: bool = setting(
         True,
         "The test writer also imitates the reference tests of the RL training problems, so it writes tests for "

@@ -72,9 +72,10 @@ def register(name: str, *, code_stage: bool, needs: tuple = ()):
 def reward_weights(config) -> dict:
     """Each registered reward's weight from config.rewards; the discriminator's are 0 without a discriminator."""
     weights = {name: getattr(config.rewards, name) for name in REWARDS}
-    if not config.use_discriminator:  # the ablation: execution reward only
+    if not config.use_discriminator:  # the ablation: execution reward only (and the fuzzer's tests, if any)
         weights["discriminator"] = 0.0
-        weights["discriminator_tests"] = 0.0
+        if not config.fuzz_tests:
+            weights["discriminator_tests"] = 0.0
     return weights
 
 
@@ -169,7 +170,7 @@ def reference_tests_reward(batch: RewardBatch) -> list:
 
 @register("discriminator_tests", code_stage=True, needs=("discriminator_results",))
 def discriminator_tests_reward(batch: RewardBatch) -> list:
-    """Code stage: pass fraction on the discriminator's tests that the reference passes.
+    """Code stage: pass fraction on the discriminator's tests that the reference passes (and the fuzzer's, if any).
 
     None for problems where the discriminator wrote no valid test, so the term
     never rewards an empty test set.

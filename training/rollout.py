@@ -21,6 +21,7 @@ import torch
 from models.base import Rollout
 from reasoning.stages import NUM_STAGES, build_prompt, build_test_prompt, extract_tests, get_stage
 from training.chains import LabelledChain, chain_passed, generate_chains
+from training.extra_tests import Labeller, label_stats
 from training.rewards import pass_fraction
 
 TESTS_PER_SAMPLE = 3  # asserts per test-writer sample (warm-up examples have the same size)
@@ -43,6 +44,9 @@ class TestBatch:
     # per problem: None (every candidate runs every pooled test) or G lists of the pooled-test indices each ran
     runs: list = field(default_factory=list)
     candidate_results: list = field(default_factory=list)  # per problem: G lists of bool, one per test it ran
+    # test_labels=reference: per sample, (status, pool index) of each test it wrote (extra_tests.py)
+    labels: list = field(default_factory=list)
+    fuzzed: list = field(default_factory=list)  # per problem: how many fuzz tests close its pool
 
     @classmethod
     def cat(cls, batches: list) -> "TestBatch":
@@ -50,11 +54,11 @@ class TestBatch:
         if len(batches) == 1:
             return batches[0]
         return cls(
-            rollout=Rollout.cat([b.rollout for b in batches]),
+            rollout=Rollout.cat([b.rollout for b in batches]) if batches[0].rollout is not None else None,
             samples_per_problem=batches[0].samples_per_problem,
             **{name: [x for b in batches for x in getattr(b, name)]
                for name in ("tests", "sample_tests", "passes_reference", "forgeable", "written", "book", "runs",
-                            "candidate_results")},
+                            "candidate_results", "labels", "fuzzed")},
         )
 
     def runs_of(self, b: int, g: int) -> list:
@@ -172,7 +176,11 @@ class StageBatch:
             row["train_pass_rate"] = float(np.mean(self.passed()))
             row["forgeable_tests_excluded"] = self.forgeable_tests_excluded
             tb = self.test_batch
-            if tb is not None:
+            if tb is not None and tb.fuzzed:
+                row["fuzz_tests_per_problem"] = float(np.mean(tb.fuzzed))
+            if tb is not None and tb.labels:
+                row.update(label_stats(tb, len(self.problems)))
+            elif tb is not None and tb.rollout is not None:
                 # the writer's own tests (the mistake book's were valid when they entered it)
                 written = tb.written or [len(per) for per in tb.passes_reference]
                 flat = [ok for per, n in zip(tb.passes_reference, written) for ok in per[:n]]
@@ -208,6 +216,7 @@ class Rollouts:
         # after every generator update, so a rollout never continues a prefix an older policy wrote
         self.prefix_cache: dict = {}
         self.prefix_seconds = 0.0  # time spent writing prefixes, read (and reset) by the trainer's log
+        self.labeller = Labeller(sandbox, config.seed)  # the reference's values for the writer's and the fuzzer's calls
 
     def sample(self, stage_id: int, problems: list) -> StageBatch:
         """Sample G candidate outputs of stage k for each problem, after its own prefix.
@@ -289,9 +298,10 @@ class Rollouts:
         G = batch.group_size
         codes = batch.codes
         tests_batch = None
-        if with_tests:
+        fuzz = self.labeller.fuzz(batch.problems, self.config.fuzz_tests) if self.config.fuzz_tests else None
+        if with_tests or fuzz:
             reads = self.config.test_writer_input == "code"
-            tests_batch = self.write_tests(batch.problems, codes if reads else None, book_tests)
+            tests_batch = self.write_tests(batch.problems, codes if reads else None, book_tests, fuzz, writer=with_tests)
         jobs = []
         for b, problem in enumerate(batch.problems):
             for g in range(G):
@@ -335,16 +345,56 @@ class Rollouts:
             return outcomes, 0
         return [[o for o, f in zip(row, forgeable) if not f] for row in outcomes], sum(forgeable)
 
-    def write_tests(self, problems: list, codes: list | None = None, book_tests: list | None = None) -> TestBatch:
-        """The writer's tests, pooled per problem with the mistake book's and checked on the reference.
+    def write_tests(self, problems: list, codes: list | None = None, book_tests: list | None = None,
+                    fuzz_tests: list | None = None, writer: bool = True) -> TestBatch:
+        """The writer's tests, pooled per problem with the mistake book's and the fuzzer's, and checked on the reference.
 
         Without `codes` the writer samples test_samples completions per
         problem from its statement, and every candidate runs the whole pool.
         With `codes` (G candidates per problem, problem-major) it samples one
         completion per candidate, reading that candidate's code, and each
-        candidate runs the tests written for it and the book's (with
-        code_tests_scope=group, the whole pool).
+        candidate runs the tests written for it, the book's and the fuzzer's
+        (with code_tests_scope=group, the whole pool). With test_labels=reference
+        the reference fills in each written call's value (extra_tests.py).
+        `fuzz_tests` (per problem) are already labelled; `writer=False` samples no writer.
         """
+        config = self.config
+        labelled = config.test_labels == "reference"
+        T, ro, sample_tests, labels = 0, None, [], []
+        if writer:
+            ro, T = self._sample_tests(problems, codes)
+            for i, text in enumerate(ro.texts):
+                tests, _dropped = extract_tests(text, problems[i // T].entry_point)
+                sample_tests.append(tests[:TESTS_PER_SAMPLE])  # one sample is a handful of asserts, not a whole file
+        if labelled and writer:
+            pooled, labels = self.labeller.pool(problems, sample_tests, T)
+        else:
+            pooled = [list(dict.fromkeys(t for s in sample_tests[b * T:(b + 1) * T] for t in s)) for b in range(len(problems))]
+        written, book, fuzzed, runs = [], [], [], []
+        for b, pool in enumerate(pooled):
+            written.append(len(pool))
+            kept = list(dict.fromkeys(book_tests[b] if book_tests else []))
+            pool.extend(x for x in kept if x not in pool)
+            book.append([pool.index(x) for x in kept])
+            fresh = [x for x in (fuzz_tests[b] if fuzz_tests else []) if x not in pool]
+            pool.extend(fresh)
+            fuzzed.append(len(fresh))
+            shared = book[b] + list(range(len(pool) - len(fresh), len(pool)))  # what every candidate runs
+            if codes is None or config.code_tests_scope == "group" or not writer:
+                runs.append(None)
+            elif labelled:
+                own = [sorted({j for _, j in labels[b * T + t] if j >= 0}) for t in range(T)]
+                runs.append([mine + [j for j in shared if j not in mine] for mine in own])
+            else:
+                own = [[pool.index(x) for x in sample_tests[b * T + t]] for t in range(T)]
+                runs.append([mine + [j for j in shared if j not in mine] for mine in own])
+        passes_reference, forgeable = self._check_on_reference(problems, pooled)
+        return TestBatch(rollout=ro, samples_per_problem=T, tests=pooled, sample_tests=sample_tests,
+                         passes_reference=passes_reference, forgeable=forgeable, written=written, book=book, runs=runs,
+                         labels=labels, fuzzed=fuzzed)
+
+    def _sample_tests(self, problems: list, codes: list | None) -> tuple:
+        """The writer's rollout and its samples per problem: test_samples from each statement, or one per candidate's code."""
         config = self.config
         if codes is None:
             T = config.test_samples
@@ -358,24 +408,10 @@ class Rollouts:
             ro = self.discriminator.sample(prompts, num_samples=T if codes is None else 1,
                                            max_new_tokens=config.test_max_new_tokens, temperature=config.test_temperature)
         ro.num_samples = T  # the writer's groups are the problem's samples, whatever each read
-        sample_tests, pooled, written, book, runs = [], [], [], [], []
-        for b, problem in enumerate(problems):
-            pool = []
-            for t in range(T):
-                tests, _dropped = extract_tests(ro.texts[b * T + t], problem.entry_point)
-                tests = tests[:TESTS_PER_SAMPLE]  # one sample is a handful of asserts, not a whole file
-                sample_tests.append(tests)
-                pool.extend(x for x in tests if x not in pool)
-            written.append(len(pool))
-            kept = list(dict.fromkeys(book_tests[b] if book_tests else []))
-            pool.extend(x for x in kept if x not in pool)
-            pooled.append(pool)
-            book.append([pool.index(x) for x in kept])
-            if codes is None or config.code_tests_scope == "group":
-                runs.append(None)
-            else:
-                own = [[pool.index(x) for x in sample_tests[b * T + t]] for t in range(T)]
-                runs.append([mine + [j for j in book[b] if j not in mine] for mine in own])
+        return ro, T
+
+    def _check_on_reference(self, problems: list, pooled: list) -> tuple:
+        """(passes_reference, forgeable) per pooled test; a forgeable test counts as invalid unless the config allows it."""
         validation = iter(self.sandbox.run_batch(
             [(p.reference_solution, pool, p.entry_point) for p, pool in zip(problems, pooled) if pool]
         ))
@@ -384,11 +420,10 @@ class Rollouts:
             result = next(validation) if pool else None
             passes_reference.append(result.outcomes(len(pool)) if pool else [])
             forgeable.append(result.forgeable_at(len(pool)) if pool else [])
-        if not self.config.allow_forgeable_tests:  # a forgeable test counts as invalid: no reward uses it
+        if not self.config.allow_forgeable_tests:  # no reward uses a forgeable test
             passes_reference = [[ok and not f for ok, f in zip(oks, flags)]
                                 for oks, flags in zip(passes_reference, forgeable)]
-        return TestBatch(rollout=ro, samples_per_problem=T, tests=pooled, sample_tests=sample_tests,
-                         passes_reference=passes_reference, forgeable=forgeable, written=written, book=book, runs=runs)
+        return passes_reference, forgeable
 
     def lookahead(self, batch: StageBatch) -> list:
         """Complete each candidate's chain greedily to code; the pass fraction on the reference tests."""

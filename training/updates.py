@@ -13,6 +13,7 @@ import torch
 from training.losses import (
     compute_advantages, discriminator_modules, group_spread, policy_update, scoring_head_step, trainable_parameters,
 )
+from training.extra_tests import writer_rewards as labelled_writer_rewards
 from training.rewards import attack_writer_rewards, test_writer_rewards
 from training.sampling import cap_groups
 
@@ -54,6 +55,9 @@ def update_generator(generator, optimizer, batch, advantages: torch.Tensor, vali
 
 def writer_rewards(batch, config) -> list:
     """Each test sample's reward (rewards.py): CURE over every candidate, or the attack on the candidate it read."""
+    if config.test_labels == "reference":
+        return labelled_writer_rewards(batch.test_batch, batch.codes, batch.reference_results, batch.group_size,
+                                       config.min_valid_tests, reads_code=config.test_writer_input == "code")
     if config.test_writer_input == "code":
         return attack_writer_rewards(batch.test_batch, batch.codes, config.quiet_test_reward, config.quiet_test_cap)
     return test_writer_rewards(

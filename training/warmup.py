@@ -18,6 +18,7 @@ import random
 import torch
 
 from reasoning.stages import NUM_STAGES, build_prompt, build_test_prompt, get_stage
+from training.data.mutation import mutated_calls
 from training.data.problem import in_hashed_share
 from training.errors import UserError
 from training.losses import optimizer_step, scoring_head_step
@@ -27,8 +28,9 @@ from training.rollout import TESTS_PER_SAMPLE
 class Warmup:
     """The warm-up of one run; `run()` returns its stats row."""
 
-    def __init__(self, generator, discriminator, discriminator_optimizer, config, dist, log):
+    def __init__(self, generator, discriminator, discriminator_optimizer, config, dist, log, labeller=None):
         self.generator = generator
+        self.labeller = labeller  # extra_tests.Labeller: the reference's values for mutated calls (writer_examples=mutations)
         self.discriminator = discriminator
         # the scoring head's warm-up steps the run's own discriminator optimizer, so RL continues its moments
         self.discriminator_optimizer = discriminator_optimizer
@@ -83,21 +85,36 @@ class Warmup:
     def test_examples(self, problems: list, test_problems: list) -> list:
         """(prompt, asserts) pairs for the test writer, TESTS_PER_SAMPLE asserts each, as RL samples them.
 
-        Only the first `tests_per_problem` tests of each problem: the curriculum
-        lists edge cases first (empty, zero, one element), whose expected values
-        a small model can get right; imitating all 8 asserts, random inputs
-        included, left 83% of its tests invalid. With
+        writer_examples=tests: the first `tests_per_problem` tests of each
+        problem; the curriculum lists edge cases first (empty, zero, one
+        element), whose expected values a small model can get right;
+        imitating all 8 asserts, random inputs included, left 83% of its tests
+        invalid. writer_examples=mutations: `tests_per_problem` calls made by
+        mutating the arguments of the problem's tests, labelled by its
+        reference solution, none a copy of one of those tests: a writer that
+        never sees a reference test cannot learn to copy it. With
         `tests_from_training_problems` the RL training problems come too, so
-        families without gold chains get tests of their own.
+        families without gold chains get tests of their own. Every problem
+        here carries only the tests the run sees.
         """
         wc = self.config.warmup
         seen = {p.id for p in problems}
         extra = [p for p in test_problems if p.id not in seen] if wc.tests_from_training_problems else []
+        sources = problems + extra
+        if wc.writer_examples == "mutations":
+            if self.labeller is None:
+                raise UserError("warmup.writer_examples=mutations needs the sandbox to label the calls")
+            rng = random.Random(f"{self.config.seed}:writer-warmup")
+            calls = [mutated_calls(p.tests, p.entry_point, wc.tests_per_problem or 8, rng) for p in sources]
+            tests_of = self.labeller.fresh(sources, calls)
+        else:
+            tests_of = [p.tests[: wc.tests_per_problem or None] for p in sources]
         examples = []
-        for p in problems + extra:
-            tests = p.tests[: wc.tests_per_problem or None]
+        for p, tests in zip(sources, tests_of):
             prompt = build_test_prompt(p.prompt, p.entry_point)
             examples += [(prompt, "\n".join(tests[i : i + TESTS_PER_SAMPLE])) for i in range(0, len(tests), TESTS_PER_SAMPLE)]
+        if not examples:
+            raise UserError("the test writer's warm-up found no example: no problem has a test the reference labels")
         return examples
 
     def copy_generator_into_discriminator(self) -> bool:

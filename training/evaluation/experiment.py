@@ -130,7 +130,11 @@ def tests_file(out: str, seed: int, arm: str) -> str:
 
 
 def plan(spec: Spec, out: str) -> list:
-    """Every job of the experiment, in an order that runs each seed's warm-up first."""
+    """Every job of the experiment: the seeds' warm-ups first, then arm by arm, each arm on every seed.
+
+    Arm-major, so that an experiment cut short has its first arms on every
+    seed, which the paired table needs, rather than every arm of one seed.
+    """
     python, ev = sys.executable, spec.evaluate
     jobs = []
     for seed in spec.seeds:
@@ -140,10 +144,10 @@ def plan(spec: Spec, out: str) -> list:
                    f"--checkpoint_dir={os.path.join(sd, 'warmup_run')}"],
             [os.path.join(sd, "warmup_run", "final")], os.path.join(sd, "warmup.log"),
         ))
-    for seed in spec.seeds:
-        sd = seed_dir(out, seed)
-        warmup_ckpt = checkpoint_of(out, seed, WARMUP_ARM)
-        for arm, overrides in spec.arms.items():
+    for arm, overrides in spec.arms.items():
+        for seed in spec.seeds:
+            sd = seed_dir(out, seed)
+            warmup_ckpt = checkpoint_of(out, seed, WARMUP_ARM)
             after = [f"seed{seed}/warmup"]
             if overrides is not None:
                 jobs.append(Job(
