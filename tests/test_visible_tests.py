@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from reasoning.stages import build_prompt, get_stage
-from training import adversarial_trainer
+from training import adversarial_trainer, extra_tests
+from training import warmup as warmup_module
 from training.data.problems import Problem
 from training.data.visibility import TestVisibility, visible_indices
 from training.errors import UserError
@@ -144,10 +145,15 @@ def test_record_holds_the_rule_and_every_problems_indices(problems):
 # ======================================================== nothing hidden reaches training
 
 
-def test_hidden_tests_reach_only_outcome_metrics(tmp_path, sandbox, problems, monkeypatch):
+# the reference labels the writer's calls, a fuzzer mutates the visible tests, the writer's warm-up imitates mutations
+LABELLED = ["--test_labels=reference", "--fuzz_tests=4", "--warmup.writer_examples=mutations"]
+
+
+@pytest.mark.parametrize("tests_from", [[], LABELLED], ids=["written", "labelled"])
+def test_hidden_tests_reach_only_outcome_metrics(tmp_path, sandbox, problems, monkeypatch, tests_from):
     trainer = make_trainer(
         tmp_path, sandbox, *VISIBLE_1, *FAST, "--stages=[1, 5]", "--iterations_per_stage=[1, 1, 1, 1, 2]",
-        "--warmup.cpu_threads=1", "--probe_problems=2", "--probe_every=1",
+        "--warmup.cpu_threads=1", "--probe_problems=2", "--probe_every=1", *tests_from,
     )
     hidden = {p.id: list(p.tests[1:]) for p in problems}
     hidden_strings = {t for ts in hidden.values() for t in ts}
@@ -162,6 +168,28 @@ def test_hidden_tests_reach_only_outcome_metrics(tmp_path, sandbox, problems, mo
         return original_run_batch(batch_jobs, **kw)
 
     monkeypatch.setattr(sandbox, "run_batch", run_batch)
+    original_label_batch = sandbox.label_batch
+
+    def label_batch(batch_jobs, **kw):  # the reference's runs that fill in expected values
+        batch_jobs = list(batch_jobs)
+        jobs.extend((state["in_outcome"], job[0], list(job[1])) for job in batch_jobs)
+        return original_label_batch(batch_jobs, **kw)
+
+    monkeypatch.setattr(sandbox, "label_batch", label_batch)
+    mutated_from, mutants = [], set()  # every test the mutator was handed, and every call it made
+
+    def recording(module):
+        original = module.mutated_calls
+
+        def mutated_calls(tests, *args, **kwargs):
+            mutated_from.extend(tests)
+            out = original(tests, *args, **kwargs)
+            mutants.update(out)
+            return out
+        monkeypatch.setattr(module, "mutated_calls", mutated_calls)
+
+    recording(extra_tests)
+    recording(warmup_module)
 
     original_examples = Warmup.test_examples
     warmup_inputs = []
@@ -214,13 +242,16 @@ def test_hidden_tests_reach_only_outcome_metrics(tmp_path, sandbox, problems, mo
     assert {t for pid in outcome_ids for t in hidden[pid]} == {t for tests in in_outcome for t in tests}
 
     leaks = {}
-    # a hidden test string may also be a test of another warm-up problem (sum_to_n instances share asserts): allowed
-    others = {t for q in warmup_inputs if q.id not in hidden for t in q.tests}
+    # a hidden test string may also be a test of another warm-up problem (sum_to_n instances share asserts): allowed;
+    # and the reference's label of a call the mutator made from a visible test (f(0) -> f(1)) may equal a hidden one
+    shared = {t for q in warmup_inputs if q.id not in hidden for t in q.tests}
+    derived = {t for t in hidden_strings if t.split(" == ")[0] in mutants}
+    others = shared | derived
     leaks["warm-up test examples"] = sorted(
         {t for _, text in examples for t in hidden_strings - others if t in text})
     leaks["scoring head inputs"] = sorted({t for item in scored for t in hidden_strings if t in repr(item)})
     leaks["sandbox jobs outside outcome_metrics"] = sorted(
-        {t for flag, _, tests in jobs if not flag for t in tests if t in hidden_strings})
+        {t for flag, _, tests in jobs if not flag for t in tests if t in hidden_strings - derived})
     too_long, seen_tests = [], set()
     for name, rb in reward_batches:
         for p in rb.problems:
@@ -229,6 +260,10 @@ def test_hidden_tests_reach_only_outcome_metrics(tmp_path, sandbox, problems, mo
             if len(results) > 1:
                 too_long.append((name, len(results)))
     leaks["reward batch problems' tests"] = sorted(seen_tests & hidden_strings)
+    leaks["the mutator's seeds"] = sorted(set(mutated_from) & (hidden_strings - shared))
+    if tests_from:
+        assert mutated_from and any(job[1] == p.reference_solution for job in jobs for p in problems)
+        assert any(r.get("fuzz_tests_per_problem", 0) > 0 for r in _rows(tmp_path))
     leaks["reward batch reference_results beyond the visible test"] = too_long
     assert {k: v for k, v in leaks.items() if v} == {}
 
