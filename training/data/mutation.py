@@ -64,6 +64,9 @@ def mutated_calls(tests: list, entry_point: str, k: int, rng: random.Random) -> 
         return []
     pool = list(seeds)
     seen = {repr(c) for c in seeds}
+    # per argument, the fullest seed value: an emptied list refills with its kind of element
+    likes = [max((s[0][i] for s in seeds if len(s[0]) > i), key=_size, default=None) for i in range(len(seeds[0][0]))]
+    like_kw = {name: max((dict(s[1]).get(name) for s in seeds), key=_size) for name, _ in seeds[0][1]}
     out = []
     for _ in range(k * _ATTEMPTS):
         if len(out) >= k:
@@ -74,10 +77,10 @@ def mutated_calls(tests: list, entry_point: str, k: int, rng: random.Random) -> 
         args, kwargs = list(args), list(kwargs)
         i = rng.randrange(len(args) + len(kwargs))
         if i < len(args):
-            args[i] = mutate(args[i], rng)
+            args[i] = mutate(args[i], rng, likes[i] if i < len(likes) else None)
         else:
             name, value = kwargs[i - len(args)]
-            kwargs[i - len(args)] = (name, mutate(value, rng))
+            kwargs[i - len(args)] = (name, mutate(value, rng, like_kw.get(name)))
         call = (tuple(args), tuple(kwargs))
         if repr(call) in seen:
             continue
@@ -87,8 +90,22 @@ def mutated_calls(tests: list, entry_point: str, k: int, rng: random.Random) -> 
     return out
 
 
-def mutate(value, rng: random.Random):
-    """One type-preserving change of `value` (a new object; `value` is left as it was)."""
+def _size(value) -> int:
+    return len(value) if isinstance(value, (str, list, tuple, dict, set, frozenset)) else 0
+
+
+def mutate(value, rng: random.Random, like=None):
+    """One type-preserving change of `value` (a new object; `value` is left as it was).
+
+    `like` is a value of the same kind whose elements show what an empty
+    `value` may be refilled with (its seed's elements); without one, an empty
+    list gets small ints or short words, and the reference rejects a misfit.
+    """
+    if isinstance(value, (list, set, frozenset, dict)) and not value and isinstance(like, type(value)) and like:
+        if isinstance(like, dict):
+            key = rng.choice(list(like))
+            return {mutate(key, rng): mutate(like[key], rng)}
+        return type(value)([mutate(rng.choice(list(like)), rng)])
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
