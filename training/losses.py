@@ -178,12 +178,13 @@ def rollout_logps(player, rollout, idx: torch.Tensor, device, temperature: float
                   shared_prefix: bool = False):
     """Per-token log-probs (n, C) of rows `idx` of a rollout under `model` (default: the player's); and entropies.
 
-    `shared_prefix`: rows that share a prompt run it once (`per_token_logps`).
+    `shared_prefix`: rows that share a prompt run it once (`per_token_logps`);
+    only asked for when set, so a player without the switch still serves the per-row path.
     """
     return player.per_token_logps(
         rollout.prompt_ids[idx].to(device), rollout.prompt_mask[idx].to(device),
         rollout.completion_ids[idx].to(device), rollout.completion_mask[idx].to(device),
-        model=model, temperature=temperature, with_entropy=with_entropy, shared_prefix=shared_prefix,
+        model=model, temperature=temperature, with_entropy=with_entropy, **({"shared_prefix": True} if shared_prefix else {}),
     )
 
 
