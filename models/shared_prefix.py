@@ -18,8 +18,9 @@ Whatever the model's own attention and mask code do with a cache, they do
 here, so any architecture whose cache is plain full-attention layers gives
 the per-row logits to float rounding. `unsupported_reason` names what it
 refuses (remote code, sliding-window or linear-attention caches, gradient
-checkpointing, which turns the cache off, DDP and FSDP wrappers, which expect
-one forward per backward), and the wrapper then runs the per-row path.
+checkpointing in training mode, where transformers turns the cache off, DDP
+and FSDP wrappers, which expect one forward per backward), and the wrapper
+then runs the per-row path.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def unsupported_reason(module) -> str | None:
     missing = [p for p in ("attention_mask", "position_ids", "past_key_values", "use_cache") if p not in params]
     if missing:
         return f"{type(base).__name__}.forward takes no {', '.join(missing)}"
-    if _checkpointing(base):
-        return "gradient checkpointing is on, and transformers turns the cache off under it"
+    if _checkpointing(base) and base.training:
+        return "gradient checkpointing is on, and transformers turns the cache off under it in training mode"
     try:
         layers = DynamicCache(config=config).layers
     except (ValueError, TypeError, AttributeError, KeyError) as e:

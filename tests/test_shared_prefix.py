@@ -249,9 +249,12 @@ def test_gradient_checkpointing_falls_back_to_the_per_row_path(caplog):
         shared = rollout_logps(gen, rollout, idx, gen.device, 1.0, shared_prefix=True)
     assert counts == [per_row_tokens(rollout, idx)]
     assert "shared-prefix log-probs cannot run" in caplog.text and "gradient checkpointing" in caplog.text
-    gen.model.activation_checkpointing_disable()
+    gen.model.eval()  # transformers keeps the cache under checkpointing outside training mode
     assert unsupported_reason(gen.model) is None
-    assert torch.allclose(shared, rollout_logps(gen, rollout, idx, gen.device, 1.0, shared_prefix=True), atol=1e-5, rtol=0)
+    with tokens_run(gen.model) as counts:
+        again = rollout_logps(gen, rollout, idx, gen.device, 1.0, shared_prefix=True)
+    assert sum(counts) == shared_tokens(rollout, idx)
+    assert torch.allclose(again, shared, atol=1e-5, rtol=0)
 
 
 def test_sliding_window_caches_and_remote_code_are_refused():
@@ -271,3 +274,27 @@ def test_the_config_key_reaches_both_players_updates():
 
     assert policy_loss_settings(TrainingConfig())["shared_prefix"] is True
     assert policy_loss_settings(TrainingConfig().with_overrides(["--shared_prefix_loss=false"]))["shared_prefix"] is False
+
+
+def test_a_model_that_returns_no_cache_falls_back_after_its_prompt_pass(caplog):
+    import functools
+
+    from models.generator import LLMGenerator
+
+    gen = LLMGenerator("tiny", "cpu")
+    rollout = make_rollout(gen)
+    idx = torch.arange(len(rollout))
+    expected = rollout_logps(gen, rollout, idx, gen.device, 1.0)
+    forward = gen.model.forward
+
+    @functools.wraps(forward)
+    def without_cache(*args, **kwargs):
+        return forward(*args, **{**kwargs, "use_cache": False})
+
+    gen.model.forward = without_cache
+    with caplog.at_level(logging.WARNING, logger="models.base"), tokens_run(gen.model) as counts:
+        logps = rollout_logps(gen, rollout, idx, gen.device, 1.0, shared_prefix=True)
+    distinct = len(PROMPTS) * rollout.prompt_ids.size(1)
+    assert counts == [distinct, per_row_tokens(rollout, idx)]  # the prompt pass, then every row whole
+    assert "returned no usable cache" in caplog.text
+    assert torch.allclose(logps, expected, atol=1e-6, rtol=0)
