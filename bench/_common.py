@@ -2,7 +2,7 @@
 
     python bench/_common.py render OUT_DIR docs/benchmarks.md   # what bench/run_all.sh calls
 
-Each bench writes a JSON file. bench/rl_step_vs_trl.py and bench/checkpoint_footprint.py
+Each bench writes a JSON file. bench/rl_step_vs_trl.py, bench/shared_prefix_bench.py and bench/checkpoint_footprint.py
 put a list of figures under "figures"; sandbox_bench.py and generation_bench.py keep
 their own keys, and `figures_for` turns those into figures here. A figure is one row of
 the table: what we measured, against which peer, the ratio (always "higher is better
@@ -25,6 +25,7 @@ BENCH_FILES = {
     "rl_step": "rl_step_vs_trl.json",
     "rl_step_kl": "rl_step_vs_trl_kl.json",
     "rl_step_dapo": "rl_step_vs_trl_dapo.json",
+    "shared_prefix": "shared_prefix_bench.json",
     "footprint": "checkpoint_footprint.json",
 }
 COMMANDS = {
@@ -33,6 +34,7 @@ COMMANDS = {
     "rl_step": "python bench/rl_step_vs_trl.py --json OUT.json",
     "rl_step_kl": "python bench/rl_step_vs_trl.py --beta 0.04 --json OUT.json",
     "rl_step_dapo": "python bench/rl_step_vs_trl.py --loss-type dapo --json OUT.json",
+    "shared_prefix": "python bench/shared_prefix_bench.py --json OUT.json",
     "footprint": "python bench/checkpoint_footprint.py --json OUT.json",
 }
 

@@ -398,14 +398,11 @@ def summarize(args, env, ours: list, trl: list, n_params: int, prompt_tokens: li
             f"'{biggest}' ({o['phases_s'][biggest]:.3f} s vs {t['phases_s'][biggest]:.3f} s)")
     notes = []
     if o["phases_s"]["log-probs (no grad)"] > 0:
-        passes = ("two no-grad passes, old policy and reference" if args.beta > 0
-                  else "a no-grad pass for the 'old' log-probs")
-        peer = "TRL makes only the reference one" if args.beta > 0 else "TRL makes none"
+        what = "the reference's, as TRL's is" if args.beta > 0 else "the old policy's"
         notes.append(
-            f"Our update_generator makes {passes}, before the loss ({o['phases_s']['log-probs (no grad)']:.3f} s "
-            f"per step here); {peer}. With one policy epoch the old log-probs equal those of the loss forward, so "
-            "TRL takes exp(logp - logp.detach()) as the ratio instead; the trainer could do the same when "
-            "policy_epochs == 1."
+            f"Our no-grad log-prob pass is {what}: {o['phases_s']['log-probs (no grad)']:.3f} s per step to TRL's "
+            f"{t['phases_s']['log-probs (no grad)']:.3f} s. With one policy epoch neither side runs the old policy "
+            "(the ratio is exp(logp - logp.detach())), and ours runs each prompt once per group (shared_prefix_loss)."
         )
     ours_loss = o["phases_s"]["forward (loss)"] + o["phases_s"]["backward"]
     trl_loss = t["phases_s"]["forward (loss)"] + t["phases_s"]["backward"]
@@ -414,7 +411,8 @@ def summarize(args, env, ours: list, trl: list, n_params: int, prompt_tokens: li
             f"TRL's loss pass (forward + backward) takes {trl_loss:.2f} s to our {ours_loss:.2f} s: without Triton "
             "its fused LM head projects every position of prompt and completion (about "
             f"{statistics.mean(prompt_tokens) + T:.0f} per row here, where our per_token_logps keeps the {T + 1} "
-            "that predict completion tokens, via logits_to_keep), and it computes per-token entropy for its logs."
+            "that predict completion tokens, via logits_to_keep), and it computes per-token entropy for its logs. Ours "
+            "also runs each prompt once per group of G, not once per row (shared_prefix_loss)."
         )
     command = ("python bench/rl_step_vs_trl.py" + (f" --beta {args.beta:g}" if args.beta else "")
                + (f" --loss-type {args.loss_type}" if args.loss_type != "grpo" else "") + " --json OUT.json")

@@ -6,7 +6,7 @@
 #   OUT=/tmp/bench bash bench/run_all.sh      # keep the JSONs and logs there
 #
 # Each bench writes OUT/<name>.json and OUT/<name>.log. A bench that fails, or runs
-# past its time cap (the caps add up to about 12.5 minutes), is listed as "not measured" in
+# past its time cap (the caps add up to about 14 minutes), is listed as "not measured" in
 # the doc, and the script exits non-zero.
 set -u
 cd "$(dirname "$0")/.."
@@ -34,6 +34,7 @@ run generation_bench 240 "$PY" bench/generation_bench.py
 run rl_step_vs_trl 120 "$PY" bench/rl_step_vs_trl.py
 run rl_step_vs_trl_kl 120 "$PY" bench/rl_step_vs_trl.py --beta 0.04
 run rl_step_vs_trl_dapo 120 "$PY" bench/rl_step_vs_trl.py --loss-type dapo
+run shared_prefix_bench 90 "$PY" bench/shared_prefix_bench.py
 run checkpoint_footprint 70 "$PY" bench/checkpoint_footprint.py
 
 "$PY" bench/_common.py render "$OUT" docs/benchmarks.md || status=1

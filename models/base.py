@@ -479,6 +479,7 @@ class CausalLMWrapper:
         model=None,
         temperature: float = 1.0,
         with_entropy: bool = False,
+        shared_prefix: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Log-probability of each completion token, (N, C); 0 where completion_mask is 0.
 
@@ -488,22 +489,67 @@ class CausalLMWrapper:
         divides the logits, matching samples drawn at that temperature.
         `with_entropy` also returns each position's entropy of that
         distribution, (N, C) without gradient, 0 where the mask is 0.
+        `shared_prefix`: rows with the same prompt run it once, and their
+        completions attend to its cache (models/shared_prefix.py); the same
+        numbers to float rounding. Models it cannot run, and batches where no
+        two rows share a prompt, take the one-pass path.
         """
-        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (N, P + C)
-        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (N, P + C)
-        per_token_logps, entropy = self._token_logps(model, input_ids, attention_mask, completion_ids, temperature, with_entropy)
+        model = self.model if model is None else model
+        logits = None
+        if shared_prefix:
+            logits = self._shared_prefix_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask)
+        if logits is None:
+            input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (N, P + C)
+            attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (N, P + C)
+            logits = self._completion_logits(model, input_ids, attention_mask, completion_ids.size(1))
+        per_token_logps, entropy = self._logps_from_logits(logits, completion_ids, temperature, with_entropy)
         per_token_logps = per_token_logps.masked_fill(completion_mask == 0, 0.0)
         if not with_entropy:
             return per_token_logps
         return per_token_logps, entropy.masked_fill(completion_mask == 0, 0.0)
 
+    def _shared_prefix_logits(self, model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
+                              completion_mask: Tensor) -> Tensor | None:
+        """`shared_prefix_logits` (N, C, V) where rows share prompts and the model allows it, else None."""
+        from models.shared_prefix import distinct_prompts, shared_prefix_logits, unsupported_reason
+
+        found = distinct_prompts(prompt_ids, prompt_mask)
+        if found is None:  # every prompt is its own: one pass costs no more
+            return None
+        reference = isinstance(model, ReferenceModel)
+        reason = "the reference model is offloaded to CPU between calls" if reference and model.offload else (
+            unsupported_reason(model.model if reference else model))
+        if reason is not None:
+            self._warn_once("shared_prefix", f"shared-prefix log-probs cannot run {self.model_name_or_path!r} "
+                                             f"({reason}); running each row's prompt instead")
+            return None
+
+        def run(**inputs):
+            with self.autocast():
+                return model(**inputs)
+
+        logits = shared_prefix_logits(run, prompt_ids, prompt_mask, completion_ids, completion_mask, *found,
+                                      logits_to_keep=self._accepts_logits_to_keep)
+        if logits is None:
+            self._warn_once("shared_prefix", f"{self.model_name_or_path!r} returned no usable cache; "
+                                             "running each row's prompt instead")
+        return logits
+
+    def _completion_logits(self, model, input_ids: Tensor, attention_mask: Tensor, C: int) -> Tensor:
+        """The logits (N, C, V) at the positions that predict the last C columns of `input_ids`, one forward pass."""
+        logits = self._forward(model, input_ids, attention_mask, logits_to_keep=C + 1).logits
+        return logits[:, -(C + 1):-1]  # (N, C, V): position t predicts target t
+
     def _token_logps(self, model, input_ids: Tensor, attention_mask: Tensor, targets: Tensor, temperature: float = 1.0,
                      with_entropy: bool = False):
         """(log-probs (N, C) of `targets`, the last C columns of `input_ids`; entropies (N, C) or None), one forward pass."""
         model = self.model if model is None else model
-        C = targets.size(1)
-        logits = self._forward(model, input_ids, attention_mask, logits_to_keep=C + 1).logits
-        logits = logits[:, -(C + 1):-1]  # (N, C, V): position t predicts target t
+        logits = self._completion_logits(model, input_ids, attention_mask, targets.size(1))
+        return self._logps_from_logits(logits, targets, temperature, with_entropy)
+
+    @staticmethod
+    def _logps_from_logits(logits: Tensor, targets: Tensor, temperature: float = 1.0, with_entropy: bool = False):
+        """(log-probs (N, C) of `targets` under softmax(logits / T); entropies (N, C) without gradient, or None)."""
         # Row by row in float32: a (C, V) float32 slice at a time instead of (N, C, V).
         per_token_logps, entropies = [], []
         for row_logits, row_ids in zip(logits, targets):

@@ -111,7 +111,7 @@ def test_markdown_marks_a_bench_that_wrote_nothing():
     assert "| footprint | not measured: checkpoint_footprint.json was not written | | | | " in text
 
 
-@pytest.mark.parametrize("name", ["rl_step_vs_trl", "checkpoint_footprint", "generation_bench"])
+@pytest.mark.parametrize("name", ["rl_step_vs_trl", "checkpoint_footprint", "generation_bench", "shared_prefix_bench"])
 def test_bench_scripts_parse_their_arguments(name):
     import importlib
 

@@ -146,6 +146,12 @@ class TrainingConfig:
     policy_epochs: int = setting(1, "Gradient passes over each rollout batch (>1 makes the clip active).")
     max_grad_norm: float = setting(1.0, "Gradient clipping norm.")
     micro_batch_size: int = setting(32, "Sequences per forward/backward pass in updates (gradient accumulation).")
+    shared_prefix_loss: bool = setting(
+        True,
+        "In updates, rows of a micro-batch that share a prompt run it once and their completions attend to its "
+        "cache: the same log-probs and gradients to float rounding. Models it cannot run (gradient checkpointing, "
+        "FSDP, remote code, sliding-window caches) run each row whole, with one warning.",
+    )
     generator_steps: int = setting(1, "Generator updates per iteration before the discriminator's turn.")
     # --- discriminator ---
     use_discriminator: bool = setting(True, "False = ablation: execution reward only, no discriminator score or tests.")

@@ -174,12 +174,17 @@ def micro_batches(keep: list, size: int) -> list:
     return [torch.tensor(keep[i : i + size]) for i in range(0, len(keep), size)]
 
 
-def rollout_logps(player, rollout, idx: torch.Tensor, device, temperature: float, model=None, with_entropy: bool = False):
-    """Per-token log-probs (n, C) of rows `idx` of a rollout under `model` (default: the player's); and entropies."""
+def rollout_logps(player, rollout, idx: torch.Tensor, device, temperature: float, model=None, with_entropy: bool = False,
+                  shared_prefix: bool = False):
+    """Per-token log-probs (n, C) of rows `idx` of a rollout under `model` (default: the player's); and entropies.
+
+    `shared_prefix`: rows that share a prompt run it once (`per_token_logps`);
+    only asked for when set, so a player without the switch still serves the per-row path.
+    """
     return player.per_token_logps(
         rollout.prompt_ids[idx].to(device), rollout.prompt_mask[idx].to(device),
         rollout.completion_ids[idx].to(device), rollout.completion_mask[idx].to(device),
-        model=model, temperature=temperature, with_entropy=with_entropy,
+        model=model, temperature=temperature, with_entropy=with_entropy, **({"shared_prefix": True} if shared_prefix else {}),
     )
 
 
@@ -188,7 +193,7 @@ def policy_gradient_backward(
     temperature: float, micro_batch_size: int, clip_range: float = 0.2,
     old_logps: list | None = None, ref_logps: list | None = None, beta: float = 0.0,
     loss_type: str = "grpo", max_completion_length: int | None = None,
-    epsilon_high: float | None = None, importance_sampling_level: str = "token",
+    epsilon_high: float | None = None, importance_sampling_level: str = "token", shared_prefix: bool = False,
 ) -> tuple[float, float, float, float]:
     """Backward of the clipped loss over the kept rows of a rollout, micro-batch by micro-batch.
 
@@ -204,7 +209,8 @@ def policy_gradient_backward(
     loss_sum = kl_sum = clipped_sum = entropy_sum = token_sum = 0.0
     for c, idx in enumerate(micro_batches(keep, micro_batch_size)):
         completion_mask = rollout.completion_mask[idx].to(device).float()  # (n, C)
-        per_token_logps, entropy = rollout_logps(player, rollout, idx, device, temperature, with_entropy=True)  # (n, C)
+        per_token_logps, entropy = rollout_logps(player, rollout, idx, device, temperature, with_entropy=True,
+                                                 shared_prefix=shared_prefix)  # (n, C)
         per_token_loss, per_token_kl, is_clipped = per_token_policy_loss(
             per_token_logps, advantages[idx].to(device), completion_mask,
             old_per_token_logps=old_logps[c] if old_logps is not None else None,
@@ -228,7 +234,7 @@ def policy_update(
     temperature: float, micro_batch_size: int, clip_range: float, max_grad_norm: float,
     epochs: int = 1, reference_model=None, beta: float = 0.0,
     loss_type: str = "grpo", max_completion_length: int | None = None,
-    epsilon_high: float | None = None, importance_sampling_level: str = "token",
+    epsilon_high: float | None = None, importance_sampling_level: str = "token", shared_prefix: bool = False,
 ) -> dict:
     """One policy-gradient update of a player on its rollout: the generator's and the test writer's.
 
@@ -241,7 +247,8 @@ def policy_update(
     Returns kl (mean per sequence), policy_loss, grad_norm, clip_fraction
     (share of completion tokens whose gradient the clip cut off) and entropy
     (mean over the completion tokens, of the sampling distribution, on the
-    rows the update learned from).
+    rows the update learned from). `shared_prefix`: every pass runs each
+    micro-batch's distinct prompts once (`per_token_logps`).
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
@@ -256,7 +263,7 @@ def policy_update(
     model, device = player.model, player.device
 
     def logps(policy):  # under softmax(logits / T), the distribution the samples came from
-        return [rollout_logps(player, rollout, idx, device, temperature, model=policy).detach()
+        return [rollout_logps(player, rollout, idx, device, temperature, model=policy, shared_prefix=shared_prefix).detach()
                 for idx in micro_batches(keep, micro_batch_size)]
 
     with torch.no_grad(), dist.gathered(model):
@@ -274,6 +281,7 @@ def policy_update(
                 clip_range=clip_range, old_logps=old_logps, ref_logps=ref_logps, beta=beta,
                 loss_type=loss_type, max_completion_length=max_completion_length,
                 epsilon_high=epsilon_high, importance_sampling_level=importance_sampling_level,
+                shared_prefix=shared_prefix,
             )
             dist.sync_gradients(model, params)
         loss_sum, kl_sum = loss_sum + loss, kl_sum + kl

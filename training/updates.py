@@ -22,7 +22,8 @@ def policy_loss_settings(config) -> dict:
     """The policy-gradient loss settings that both players' updates share."""
     c = config
     return dict(micro_batch_size=c.micro_batch_size, clip_range=c.clip_range, max_grad_norm=c.max_grad_norm,
-                loss_type=c.loss_type, epsilon_high=c.epsilon_high, importance_sampling_level=c.importance_sampling_level)
+                loss_type=c.loss_type, epsilon_high=c.epsilon_high, importance_sampling_level=c.importance_sampling_level,
+                shared_prefix=c.shared_prefix_loss)
 
 
 def trained_groups(valid: torch.Tensor, group_size: int, dist) -> int:
