@@ -64,13 +64,32 @@ def require_vllm() -> None:
 
 
 def weights_version(model) -> tuple:
-    """What changes whenever a parameter is written: each one's storage and in-place version counter.
+    """What changes whenever a parameter is written: its storage, in-place version counter and optimizer steps.
 
     Optimizer steps and `load_state_dict` write parameters in place, which bumps
-    `_version`; moving or replacing a parameter changes its storage. Reading it
-    costs one pass over the parameter list, not over the weights.
+    `_version`, except fused optimizers (`AdamW(fused=True)`), whose kernels leave
+    it alone: a global optimizer hook counts every step on the parameters it
+    updates as well. Moving or replacing a parameter changes its storage.
+    Reading it costs one pass over the parameter list, not over the weights.
     """
-    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+    _count_optimizer_steps()
+    return tuple((p.data_ptr(), p._version, getattr(p, "_optimizer_steps", 0)) for p in model.parameters())
+
+
+_step_hook = None
+
+
+def _count_optimizer_steps() -> None:
+    global _step_hook
+    if _step_hook is None:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        def count(optimizer, args, kwargs):
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p._optimizer_steps = getattr(p, "_optimizer_steps", 0) + 1
+
+        _step_hook = register_optimizer_step_post_hook(count)
 
 
 def merged_state_dict(base_model) -> dict[str, Tensor]:
