@@ -144,16 +144,18 @@ def test_greedy_tokens_are_generates(trained):
 
 def test_after_an_update_greedy_tokens_are_the_new_weights(trained):
     kwargs = dict(num_samples=1, max_new_tokens=24, temperature=0)
-    first = rollouts(trained, "vllm", PROMPTS, **kwargs)
+    # A prompt of more than one KV block, whose cached prefix the old weights computed.
+    prompts = PROMPTS + [PROMPTS[0] * 24]
+    first = rollouts(trained, "vllm", prompts, **kwargs)
     engine = trained._sampler()
     pushes = engine.pushes
-    again = rollouts(trained, "vllm", PROMPTS, **kwargs)
+    again = rollouts(trained, "vllm", prompts, **kwargs)
     assert engine.pushes == pushes  # unchanged weights are not pushed again
     assert_same_rollout(first, again)
     sft_steps(trained, 15, 3e-3, answers=["Return a + b.", "Return xs[::-1]."])
-    new = rollouts(trained, "generate", PROMPTS, **kwargs)
-    assert new.texts != first.texts  # the update changed what greedy writes
-    assert_same_rollout(new, rollouts(trained, "vllm", PROMPTS, **kwargs))
+    new = rollouts(trained, "generate", prompts, **kwargs)
+    assert all(a != b for a, b in zip(new.texts, first.texts))  # the update changed what greedy writes
+    assert_same_rollout(new, rollouts(trained, "vllm", prompts, **kwargs))
     assert trained._sampler() is engine and engine.pushes == pushes + 1
 
 
