@@ -47,8 +47,9 @@ def parse_args(argv):
                              "(default: a call whose samples assert different results keeps a majority result, or none)")
     parser.add_argument("--num-samples", type=int, default=1,
                         help="sample N chains and keep the one CodeT dual agreement ranks first (default 1)")
-    parser.add_argument("--generation-engine", choices=("fast", "generate"), default=None,
-                        help="what samples: the fast decode loop or model.generate (default: the checkpoint's run's; fast with --model)")
+    parser.add_argument("--generation-engine", choices=("fast", "generate", "vllm"), default=None,
+                        help="what samples: the fast decode loop, model.generate, or vLLM (GPU; pip install -r requirements-vllm.txt) "
+                             "(default: the checkpoint's run's; fast with --model)")
     parser.add_argument("--output", help="also write the answer (and test results) to this JSON file")
     return parser.parse_args(argv)
 

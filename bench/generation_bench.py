@@ -11,7 +11,10 @@ Two comparisons, each against a bare `model.generate` given ready-made inputs:
   at each --rows batch size (prompts of about --prompt-tokens tokens, one sample
   each), and, with
   --group G, the largest of them as rows/G prompts x G samples, where the fast
-  engine prefills each prompt once.
+  engine prefills each prompt once;
+- the wrapper on the vllm engine (`generation_engine="vllm"`, models/vllm_engine.py)
+  at the same cases, when vLLM is importable (`--vllm 0` skips it); its engine is
+  built, and the weights pushed, before the timed runs.
 
 Every side samples the same prompts with the same settings (temperature 1, top-p 1,
 no top-k, KV cache) and is forced to produce exactly --new-tokens tokens per row
@@ -36,6 +39,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models.generator import LLMGenerator  # noqa: E402
+from models.vllm_engine import vllm_installed  # noqa: E402
 from reasoning.stages import build_prompt  # noqa: E402
 
 PROBLEMS = [
@@ -67,6 +71,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 1 by default: on a shared 2-core box, 2 threads are often "
                              "many times slower under contention, which swamps the comparison")
+    parser.add_argument("--vllm", type=int, default=1, help="also time the vllm engine when vLLM is importable (0: don't)")
     parser.add_argument("--json", default=None, help="write the figures to this file")
     args = parser.parse_args(argv)
 
@@ -145,6 +150,26 @@ def main(argv=None) -> int:
             "fast_tok_s": round(statistics.median(fast_case), 1),
             "fast_over_bare": round(statistics.median(f / b for f, b in zip(fast_case, bare_case)), 3),
         })
+    if args.vllm and vllm_installed():
+        result["vllm_engine"] = []
+        for rows, G in cases:
+            case_prompts = [long_prompt(gen, i, args.prompt_tokens) for i in range(rows // G)]
+            case_bare = bare_generate(gen, case_prompts, G, T)
+
+            def vllm():
+                gen.generation_engine = "vllm"
+                r = gen.sample(case_prompts, num_samples=G, max_new_tokens=T, temperature=1.0, min_new_tokens=T)
+                return r.completion_ids.numel()
+
+            bare_case, vllm_case = paired(case_bare, vllm, rows * T, args.repeats)
+            result["vllm_engine"].append({
+                "rows": rows,
+                "prompts": rows // G,
+                "samples_per_prompt": G,
+                "bare_generate_tok_s": round(statistics.median(bare_case), 1),
+                "vllm_tok_s": round(statistics.median(vllm_case), 1),
+                "vllm_over_bare": round(statistics.median(v / b for v, b in zip(vllm_case, bare_case)), 3),
+            })
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as f:

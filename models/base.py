@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 
 LORA_TARGET_MODULES = "all-linear"
 # What `sample` runs: "fast", the lean decode loop of models.fast_sampler (models it
-# cannot run exactly fall back to "generate", with a warning); "generate", model.generate.
-GENERATION_ENGINES = ("fast", "generate")
+# cannot run exactly fall back to "generate", with a warning); "generate", model.generate;
+# "vllm", a colocated vLLM engine that follows the weights (models.vllm_engine, GPU machines).
+GENERATION_ENGINES = ("fast", "generate", "vllm")
 LORA_DROPOUT = 0.0
 
 
@@ -194,6 +195,7 @@ class CausalLMWrapper:
         trust_remote_code: bool = False,
         model_config: dict | None = None,
         generation_engine: str = "fast",
+        vllm_options: dict | None = None,
     ):
         """Load `model_name_or_path` (hub id, local directory, or "tiny").
 
@@ -202,6 +204,8 @@ class CausalLMWrapper:
         it so that a full checkpoint never needs the base weights.
         `generation_engine` picks what `sample` runs (see `GENERATION_ENGINES`);
         it can be changed later through the attribute of the same name.
+        `vllm_options` are `VllmSampler`'s keyword arguments (gpu_memory_utilization,
+        enforce_eager), read when the vllm engine is first built.
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -214,6 +218,8 @@ class CausalLMWrapper:
         self.lora_alpha = lora_alpha
         self.gradient_checkpointing = gradient_checkpointing
         self.trust_remote_code = trust_remote_code
+        self.vllm_options = dict(vllm_options or {})
+        self._vllm_sampler = None
         self.generation_engine = generation_engine
 
         path = resolve_model_path(model_name_or_path)
@@ -270,6 +276,10 @@ class CausalLMWrapper:
     def generation_engine(self, name: str) -> None:
         if name not in GENERATION_ENGINES:
             raise ValueError(f"generation_engine must be one of {', '.join(GENERATION_ENGINES)}, got {name!r}")
+        if name == "vllm":
+            from models.vllm_engine import require_vllm
+
+            require_vllm()  # at the choice, not at the first sample: a run fails before it trains
         self._generation_engine = name
 
     def autocast(self):
@@ -432,7 +442,13 @@ class CausalLMWrapper:
         return sequences[:, prompt_ids.size(1):]
 
     def _sampler(self):
-        """The fast engine when it is chosen and can run this model, else None (generate)."""
+        """The vllm engine or the fast one when chosen (and, for fast, able to run this model), else None (generate)."""
+        if self.generation_engine == "vllm":
+            if self._vllm_sampler is None:
+                from models.vllm_engine import VllmSampler
+
+                self._vllm_sampler = VllmSampler(self, **self.vllm_options)
+            return self._vllm_sampler
         if self.generation_engine != "fast":
             return None
         if self._fast_sampler is None or self._fast_sampler.model is not self.model:

@@ -213,11 +213,11 @@ def test_first_tokens_of_the_model_follow_its_softmax():
 def test_unknown_engine_is_one_clear_error(model_dirs):
     from models.generator import LLMGenerator
 
-    with pytest.raises(ValueError, match="generation_engine must be one of fast, generate, got 'vllm'"):
-        LLMGenerator(model_dirs["gpt2"], "cpu", generation_engine="vllm")
+    with pytest.raises(ValueError, match="generation_engine must be one of fast, generate, vllm, got 'sglang'"):
+        LLMGenerator(model_dirs["gpt2"], "cpu", generation_engine="sglang")
     gen = LLMGenerator(model_dirs["gpt2"], "cpu", generation_engine="generate")
     assert gen.generation_engine == "generate" and gen._sampler() is None
-    with pytest.raises(ValueError, match="fast, generate"):
+    with pytest.raises(ValueError, match="fast, generate, vllm"):
         gen.generation_engine = "Fast"
 
 

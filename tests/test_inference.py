@@ -314,4 +314,4 @@ def test_generation_engine_flags_offer_the_engines():
         for engine in GENERATION_ENGINES:
             assert parse(["--generation-engine", engine]).generation_engine == engine
         with pytest.raises(SystemExit):
-            parse(["--generation-engine", "vllm"])
+            parse(["--generation-engine", "sglang"])

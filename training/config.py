@@ -4,7 +4,7 @@
     config = TrainingConfig.from_yaml("configs/default.yaml")
     config = config.with_overrides(["--iterations_per_stage=4", "--sandbox.workers=1"])
 
-Nested sections (`warmup`, `judge`, `rewards`, `sandbox`, `lora`) are dataclasses of
+Nested sections (`warmup`, `judge`, `rewards`, `sandbox`, `lora`, `vllm`) are dataclasses of
 their own (config_sections.py) and take dotted keys on the command line; `sandbox` is the
 sandbox's own `SandboxConfig`, so every limit it has is a key here and its
 checks are the only ones. Values from YAML and from
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from models.base import GENERATION_ENGINES
 from sandbox import SandboxConfig
-from training.config_sections import JudgeConfig, LoraConfig, RewardConfig, WarmupConfig, setting
+from training.config_sections import JudgeConfig, LoraConfig, RewardConfig, VllmConfig, WarmupConfig, setting
 from training.data.visibility import CHOICES as VISIBLE_CHOICES
 from training.errors import UserError
 from training.runtime.config_parsing import build_kwargs, parse_override, read_yaml_mapping, renamed_key, set_dotted
@@ -50,8 +50,11 @@ class TrainingConfig:
         "fast",
         "What samples under LLMGenerator.sample, for every path (rollouts, probe, test writer, evaluation, inference): "
         "fast (a decode loop over the model's forward with a preallocated KV cache, each prompt prefilled once for its "
-        "samples; a model it cannot run exactly falls back to generate with one warning) or generate (model.generate).",
+        "samples; a model it cannot run exactly falls back to generate with one warning), generate (model.generate) "
+        "or vllm (a vLLM engine in this process that follows the weights after every update; GPU machines, "
+        "pip install -r requirements-vllm.txt; settings under vllm).",
     )
+    vllm: VllmConfig = setting(VllmConfig(), "vLLM engine settings (with generation_engine=vllm).")
     generator_model: str = setting("tiny", "Hub id or local directory of the generator; 'tiny' builds the embedded model.")
     discriminator_model: str = setting("tiny", "Hub id or local directory of the discriminator; 'tiny' = embedded model.")
     problems: str = setting("curriculum:train", "Training problems: curriculum:<split>, humaneval, or a .jsonl path.")
@@ -307,6 +310,8 @@ class TrainingConfig:
             raise UserError(f"problem_sampling must be uniform, informative or edge, got {self.problem_sampling!r}")
         if self.generation_engine not in GENERATION_ENGINES:
             raise UserError(f"generation_engine must be one of {', '.join(GENERATION_ENGINES)}, got {self.generation_engine!r}")
+        if not 0.0 < self.vllm.gpu_memory_utilization <= 1.0:
+            raise UserError(f"vllm.gpu_memory_utilization must be in (0, 1], got {self.vllm.gpu_memory_utilization}")
         if self.warmup.stop not in ("steps", "val_loss", "entropy"):
             raise UserError(f"warmup.stop must be steps, val_loss or entropy, got {self.warmup.stop!r}")
         if self.warmup.stop != "steps" and not 0.0 < self.warmup.val_share < 1.0:

@@ -1,4 +1,4 @@
-"""The sections of TrainingConfig (`warmup`, `rewards`, `judge`, `lora`), each a dataclass of its own.
+"""The sections of TrainingConfig (`warmup`, `rewards`, `judge`, `lora`, `vllm`), each a dataclass of its own.
 
 They take dotted keys on the command line (`--warmup.steps=300`); every field
 has a default and a one-line help text, as TrainingConfig's own.
@@ -118,3 +118,13 @@ class JudgeConfig:
 class LoraConfig:
     r: int = setting(16, "LoRA rank.")
     alpha: int = setting(32, "LoRA alpha.")
+
+
+@dataclass
+class VllmConfig:
+    gpu_memory_utilization: float = setting(
+        0.3,
+        "generation_engine=vllm: the share of GPU memory each player's vLLM engine takes (weights and KV cache). "
+        "Both players hold one beside the trained models, so keep the two shares and training together under 1.",
+    )
+    enforce_eager: bool = setting(False, "generation_engine=vllm: no CUDA graphs (starts sooner, decodes slower).")

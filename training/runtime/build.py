@@ -59,6 +59,7 @@ def build_players(config: TrainingConfig):
         lora_alpha=config.lora.alpha,
         gradient_checkpointing=config.gradient_checkpointing,
         generation_engine=config.generation_engine,
+        vllm_options=dataclasses.asdict(config.vllm),
     )
     generator = LLMGenerator(config.generator_model, **common)
     discriminator = LLMDiscriminator(config.discriminator_model, **common)

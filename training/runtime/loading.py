@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import os
 
+from models.vllm_engine import vllm_installed
 from training.runtime import checkpoint as ckpt
 from training.runtime.build import resolve_device
 from training.config import TrainingConfig
@@ -61,9 +62,15 @@ def load_players(checkpoint_dir: str, device: str = "auto", dtype=None, discrimi
         from models.discriminator import LLMDiscriminator
 
         disc = _rebuild(LLMDiscriminator, disc_ckpt, os.path.join(checkpoint_dir, ckpt.DISCRIMINATOR_FILE), device, dtype)
+    engine = config.generation_engine
+    if engine == "vllm" and not vllm_installed():
+        # A checkpoint stays usable (export, evaluation on a laptop) where its run's engine is not installed.
+        log.warning("the run sampled with vLLM, which is not installed here; sampling with the fast engine instead")
+        engine = "fast"
     for player in (generator, disc):
         if player is not None:  # sampling as the run sampled
-            player.generation_engine = config.generation_engine
+            player.vllm_options = dataclasses.asdict(config.vllm)
+            player.generation_engine = engine
     return generator, disc, config, metrics
 
 
