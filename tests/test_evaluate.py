@@ -359,6 +359,9 @@ def test_test_validity_counts_the_tests_the_reference_solution_passes():
     assert out["test_validity"] == pytest.approx(3 / 4) and out["tests_per_problem"] == 2
     assert out["problems_without_tests"] == 0 and out["temperature"] == 0.7
     assert out["forgeable_share"] == 0.0 and out["problems"][0]["forgeable"] == [False, False]
+    # f(1) is each problem's first reference test: a copy; f(5) is the one call the reference labels for them
+    assert [row["copy"] for row in out["problems"]] == [[True, False], [True, False]]
+    assert out["copy_share"] == 0.5 and out["labelled_calls_per_problem"] == 1
 
 
 class GuessingDiscriminator(FakeDiscriminator):

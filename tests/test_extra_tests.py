@@ -181,3 +181,15 @@ def test_the_reference_runs_on_mutations_of_every_curriculum_family(labeller):
     # most mutations are calls the reference answers: the fuzzer has something to offer every family
     assert sum(map(len, tests)) >= 0.6 * sum(map(len, calls))
     assert sum(1 for t in tests if t) >= 0.9 * len(problems)
+
+
+def test_voted_values_need_more_than_half_of_the_programs(sandbox):
+    from training.evaluation.ranking import voted_tests
+
+    plus_one, doubled = "def f(x):\n    return x + 1\n", "def f(x):\n    return x * 2\n"
+    tests = ["assert f(3) == 0", "assert f(1) == 9", "assert g(1) == 2"]
+    # f(3): 4, 4, 6 -> 4 wins; f(1): 2 from all three; g is not the entry point
+    assert voted_tests(sandbox, [plus_one, plus_one, doubled], tests, "f") == ["assert f(3) == 4", "assert f(1) == 2", None]
+    # one program each way: no majority on f(3)
+    assert voted_tests(sandbox, [plus_one, doubled], tests[:2], "f") == [None, "assert f(1) == 2"]
+    assert voted_tests(sandbox, [], tests, "f") == [None, None, None]

@@ -249,11 +249,15 @@ def columns(n: int) -> list:
         ("catch rate", ("train", "discriminator", "catch_rate"), "pct"),
         ("catch rate of false positives", ("train", "discriminator", "false_positive_catch_rate"), "pct"),
         ("valid tests / problem", ("train", "discriminator", "valid_tests_per_problem"), "num"),
+        ("copies of a visible test", ("train", "discriminator", "test_copy_share"), "pct"),
+        ("fuzz tests / problem", ("train", "discriminator", "fuzz_tests_per_problem"), "num"),
         ("probe, first", ("train", "generator", "probe_pass_rate_first"), "pct"),
         ("probe, last", ("train", "generator", "probe_pass_rate"), "pct"),
         ("held-out test validity", ("tests", "tests", "test_validity"), "pct"),
         ("held-out valid tests / problem", ("tests", "tests", "valid_tests_per_problem"), "num"),
         ("held-out catch rate", ("tests", "tests", "catch_rate"), "pct"),
+        ("held-out copies of the first test", ("tests", "tests", "copy_share"), "pct"),
+        ("held-out calls the reference answers / problem", ("tests", "tests", "labelled_calls_per_problem"), "num"),
         ("s / iteration", ("train", "time", "iteration"), "num"),
     ]
 

@@ -165,6 +165,7 @@ def evaluate_players(generator, problems: list, sandbox, n: int = 1, ks=(1,), te
             discriminator, problems, sandbox, num_tests=num_tests, temperature=validity_temperature,
             max_new_tokens=test_max_new_tokens, bar=bar, agreement=test_agreement,
             codes=[per[0] for per in codes], read_code=test_writer_input == "code",
+            voters=codes if n > 1 else None,  # the samples vote on the written calls' values
         )
         bar.close()
     return result

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 from training.config import TrainingConfig
@@ -202,9 +203,28 @@ def _tests_both_ways(discriminator, problems: list, num_tests: int, temperature:
     return merged, [list(dict.fromkeys(main + other)) for main, other in merged]
 
 
+def voted_tests(sandbox, codes: list, tests: list, entry_point: str) -> list:
+    """Each test's call with the value most of `codes` return for it, or None where no value has more than half.
+
+    With no reference solution at hand, programs sampled for the problem vote
+    on what a call returns (AlphaCode's clustering, MBR-exec): the tests'
+    expected values are replaced by the majority's. A program that raises on
+    the call, or returns no literal, votes for nothing.
+    """
+    if not tests or not codes:
+        return [None] * len(tests)
+    answers = sandbox.label_batch([(code, tests, entry_point) for code in codes])
+    voted = []
+    for j in range(len(tests)):
+        votes = Counter(a[j]["test"] for a in answers if a[j]["test"])
+        best, count = votes.most_common(1)[0] if votes else (None, 0)
+        voted.append(best if 2 * count > len(codes) else None)
+    return voted
+
+
 def discriminator_test_validity(discriminator, problems: list, sandbox, num_tests: int = 5, temperature: float = 0.7,
                                 max_new_tokens: int = TEST_MAX_NEW_TOKENS, bar=None, agreement: bool = True,
-                                codes: list | None = None, read_code: bool = False) -> dict:
+                                codes: list | None = None, read_code: bool = False, voters: list | None = None) -> dict:
     """How many of the discriminator's tests the reference solution passes, on `problems`.
 
     The discriminator writes up to `num_tests` distinct asserts per problem
@@ -221,6 +241,12 @@ def discriminator_test_validity(discriminator, problems: list, sandbox, num_test
     `catch_rate` is the share of the wrong programs (failing a reference
     test) that a valid written test fails. With `read_code` the writer reads
     that program first, as `inference.py --test-writer-input code` has it.
+    `copy_share` counts tests whose call is the problem's first reference
+    test's; `labelled_calls_per_problem`, the other distinct calls the
+    reference answers (what the writer offers when the reference fills in the
+    values). With `voters` (per problem, programs sampled for it) "voted"
+    summarises the same tests with their values voted by those programs
+    (`voted_tests`), valid when the reference returns the voted value.
     """
     if read_code and codes is None:
         raise ValueError("read_code needs the codes to read")
@@ -236,11 +262,21 @@ def discriminator_test_validity(discriminator, problems: list, sandbox, num_test
             jobs += [(code, list(p.tests) + tests, p.entry_point) for p, tests, code in zip(chunk, union, chunk_codes)]
         results = sandbox.run_batch(jobs) if jobs else []
         on_reference, on_code = iter(results[:n_reference]), iter(results[n_reference:])
+        # the reference on each test's call: which calls are copies of the first reference test, and which
+        # calls it answers (the tests the writer offers when the reference fills in the values)
+        labels = iter(sandbox.label_batch([(p.reference_solution, [p.tests[0]] + main, p.entry_point)
+                                           for p, (main, _) in zip(chunk, merged) if main and p.tests]))
         for p, tests, (main, other) in zip(chunk, union, merged):
             result = next(on_reference) if tests else None
             ok = dict(zip(tests, result.outcomes(len(tests)))) if tests else {}
             forgeable = dict(zip(tests, result.forgeable_at(len(tests)))) if tests else {}
             row = {"id": p.id, "tests": main, "valid": [ok[t] for t in main], "forgeable": [forgeable[t] for t in main]}
+            first, *answers = next(labels) if main and p.tests else [{"call": None}]
+            row["copy"] = [a["call"] is not None and a["call"] == first["call"] for a in answers]
+            row["labelled_calls"] = len({a["call"] for a, copy in zip(answers, row["copy"]) if a.get("test") and not copy})
+            if voters is not None:
+                voted = voted_tests(sandbox, voters[len(rows)], main, p.entry_point)
+                row["voted"] = [v is not None and v == a.get("test") for v, a in zip(voted, answers) if v is not None]
             if chunk_codes is not None:
                 outcomes = next(on_code).outcomes(len(p.tests) + len(tests))
                 passed = dict(zip(tests, outcomes[len(p.tests):]))
@@ -264,7 +300,13 @@ def discriminator_test_validity(discriminator, problems: list, sandbox, num_test
         **_validity([row["valid"] for row in rows]),
         # tests the sandbox could check only in assert mode (rewards leave them out)
         "forgeable_share": sum(sum(row["forgeable"]) for row in rows) / written if written else float("nan"),
+        # tests whose call is the first reference test's (the one a visible_tests=1 run sees), arguments evaluated
+        "copy_share": sum(sum(row["copy"]) for row in rows) / written if written else float("nan"),
+        # distinct calls per problem that the reference answers, copies left out: valid tests once it fills the values in
+        "labelled_calls_per_problem": sum(row["labelled_calls"] for row in rows) / len(rows) if rows else 0.0,
         "other_merge": {"agreement": not agreement, **_validity(other_rows)},
+        **({"voted": {"voters": len(voters[0]) if voters else 0, **_validity([row["voted"] for row in rows])}}
+           if voters is not None else {}),
         "problems": rows,
     }
 

@@ -247,6 +247,10 @@ def stage_metrics(stage_id: int, history: list, elapsed: float, total_elapsed: f
             "test_validity": mean("test_validity"),
             "tests_per_problem": mean("tests_per_problem"),
             "valid_tests_per_problem": mean("valid_tests_per_problem"),
+            # test_labels=reference: calls equal to a visible test's, or repeated within a sample (extra_tests.py)
+            "test_copy_share": mean("test_copy_share"),
+            "test_duplicate_share": mean("test_duplicate_share"),
+            "fuzz_tests_per_problem": mean("fuzz_tests_per_problem"),
             "catch_rate": mean("catch_rate"),
             "false_positive_catch_rate": mean("false_positive_catch_rate"),
             "test_writer_reward": mean("test_writer_reward"),
