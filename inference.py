@@ -45,6 +45,9 @@ def parse_args(argv):
     parser.add_argument("--no-test-agreement", action="store_true",
                         help="keep every distinct test of the writer's samples, also the results they disagree on "
                              "(default: a call whose samples assert different results keeps a majority result, or none)")
+    parser.add_argument("--test-values", choices=("writer", "samples"), default="writer",
+                        help="the written tests' expected values: the writer's own, or with --num-samples > 1 the "
+                             "value most samples' code returns for each call (a call without a majority is dropped)")
     parser.add_argument("--num-samples", type=int, default=1,
                         help="sample N chains and keep the one CodeT dual agreement ranks first (default 1)")
     parser.add_argument("--generation-engine", choices=("fast", "generate", "vllm"), default=None,
@@ -69,7 +72,7 @@ def run(args) -> int:
     from training.runtime.cli import check_flags, write_atomically
     from training.errors import UserError
     from training.runtime.loading import load_model_players, load_players, players_source, use_engine
-    from training.evaluation.ranking import codet_rank, infer_entry_point, pass_matrix
+    from training.evaluation.ranking import codet_rank, infer_entry_point, pass_matrix, voted_tests
 
     # ---------------------------------------------------------------- arguments
     problem = (args.problem or "").strip()
@@ -77,6 +80,8 @@ def run(args) -> int:
         raise UserError('the problem is empty; pass its statement with --problem "..."')
     check_flags(("count", "--num-samples", args.num_samples), ("count", "--num-tests", args.num_tests),
                 ("budget", "--max-new-tokens", args.max_new_tokens))
+    if args.test_values == "samples" and args.num_samples < 2:
+        raise UserError("--test-values samples needs --num-samples 2 or more: the samples vote on each call's value")
     if args.entry_point is not None and not args.entry_point.isidentifier():
         raise UserError(f"--entry-point must be a Python function name, got {args.entry_point!r}")
     temperature = args.temperature if args.temperature is not None else (0.8 if args.num_samples > 1 else 0.0)
@@ -122,7 +127,12 @@ def run(args) -> int:
                 note = f"the discriminator wrote no usable test for {entry_point}"
             else:
                 with build_sandbox(config) as sandbox:
-                    matrix = pass_matrix(sandbox, codes, tests, entry_point)
+                    if args.test_values == "samples":
+                        written = len(tests)
+                        tests = list(dict.fromkeys(t for t in voted_tests(sandbox, codes, tests, entry_point) if t))
+                        note = (f"expected values voted by the {len(codes)} samples: {len(tests)} of {written} "
+                                "calls had a majority")
+                    matrix = pass_matrix(sandbox, codes, tests, entry_point) if tests else [[] for _ in codes]
     if args.num_samples > 1:
         pick = codet_rank(matrix)
     winner = pick.index if pick else 0

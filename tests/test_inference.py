@@ -204,7 +204,34 @@ def test_num_samples_picks_by_codet_and_explains(tree, tmp_path, capsys, monkeyp
     assert [s["passed"] for s in data["samples"]] == [[False, True, True], [True, True, True], [True, True, True]]
 
 
+def test_test_values_from_samples_replace_the_writers_guesses_by_the_majority(tree, tmp_path, capsys, monkeypatch):
+    """The writer guesses wrong values; two of three samples return the same ones, which become the tests."""
+    import training.chains
+    from models.discriminator import LLMDiscriminator
+
+    codes = ["def reverse_string(s):\n    return s[::-1]\n", "def reverse_string(s):\n    return s\n",
+             "def reverse_string(s):\n    return ''.join(reversed(s))\n"]
+    written = ["assert reverse_string('ab') == 'xx'", "assert reverse_string('abc') == ''"]
+    monkeypatch.setattr(training.chains, "generate_chains", _fake_chains(codes, {}))
+    monkeypatch.setattr(LLMDiscriminator, "generate_tests", lambda self, *a, **k: list(written))
+    output = tmp_path / "results.json"
+    code, out, err = run_main(
+        capsys, "--checkpoint", tree / "stage_1", "--problem", PROBLEM, "--device", "cpu",
+        "--num-samples", "3", "--generate-tests", "--test-values", "samples", "--output", output,
+    )
+    assert code == 0, err
+    data = json.loads(output.read_text())
+    assert [r["test"] for r in data["tests"]] == ["assert reverse_string('ab') == 'ba'", "assert reverse_string('abc') == 'cba'"]
+    assert "2 of 2 calls had a majority" in out and data["final_code"] != codes[1]
+
+
 # ======================================================================== errors
+def test_test_values_from_samples_needs_several_samples(tree, capsys):
+    code, _, err = run_main(capsys, "--checkpoint", tree / "stage_1", "--problem", PROBLEM, "--device", "cpu",
+                            "--generate-tests", "--test-values", "samples")
+    assert_one_error(code, err, "--num-samples 2 or more")
+
+
 def test_missing_checkpoint_lists_existing_and_suggests_final(tree, capsys):
     code, out, err = run_main(capsys, "--checkpoint", tree / "best", "--problem", PROBLEM, "--device", "cpu")
     assert_one_error(code, err, "not found", "stage_1", "final", "try final")
