@@ -52,6 +52,36 @@ _NEUTRAL_GENERATION_FIELDS = {
 _COMPACT_AT = 0.75
 
 
+
+def cache_unsupported_reason(model, needed: tuple) -> str | None:
+    """Why a loop over `model`'s own forward with a transformers `DynamicCache` may not be exact, or None.
+
+    Shared by the fast sampler and the shared-prefix log-probs: a transformers
+    model (not remote code, whose cache use is not known), decoder-only,
+    whose forward takes the `needed` arguments, and whose cache is
+    full-attention layers only.
+    """
+    if not isinstance(model, PreTrainedModel):
+        return f"{type(model).__name__} is not a transformers model"
+    module = type(model).__module__
+    if not module.startswith("transformers."):
+        return f"{type(model).__name__} comes from {module} (remote code), whose cache use is not known"
+    config = model.config
+    if getattr(config, "is_encoder_decoder", False):
+        return f"{type(model).__name__} is an encoder-decoder"
+    params = inspect.signature(model.forward).parameters
+    missing = [p for p in needed if p not in params]
+    if missing:
+        return f"{type(model).__name__}.forward takes no {', '.join(missing)}"
+    try:
+        layers = DynamicCache(config=config).layers
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        return f"its cache layout is not known ({type(e).__name__}: {e})"
+    kinds = sorted({type(layer).__name__ for layer in layers if type(layer) is not DynamicLayer})
+    if kinds:
+        return f"its cache has {', '.join(kinds)} layers, not only full attention"
+    return None
+
 class PreallocatedLayer(DynamicLayer):
     """A `DynamicLayer` whose keys and values live in buffers allocated once, `rows` x `max_len` positions.
 
@@ -164,25 +194,11 @@ class FastSampler:
 
     def _find_unsupported_reason(self) -> str | None:
         model = self.base_model
-        if not isinstance(model, PreTrainedModel) or not hasattr(model, "generate"):
+        if not hasattr(model, "generate"):
             return f"{type(model).__name__} is not a transformers generative model"
-        module = type(model).__module__
-        if not module.startswith("transformers."):
-            return f"{type(model).__name__} comes from {module} (remote code), whose cache use is not known"
-        config = model.config
-        if getattr(config, "is_encoder_decoder", False):
-            return f"{type(model).__name__} is an encoder-decoder"
-        params = inspect.signature(model.forward).parameters
-        missing = [p for p in ("input_ids", "attention_mask", "past_key_values", "use_cache") if p not in params]
-        if missing:
-            return f"{type(model).__name__}.forward takes no {', '.join(missing)}"
-        try:
-            layers = DynamicCache(config=config).layers
-        except (ValueError, TypeError, AttributeError, KeyError) as e:
-            return f"its cache layout is not known ({type(e).__name__}: {e})"
-        kinds = sorted({type(layer).__name__ for layer in layers if type(layer) is not DynamicLayer})
-        if kinds:
-            return f"its cache has {', '.join(kinds)} layers; only full-attention layers are preallocated"
+        reason = cache_unsupported_reason(model, ("input_ids", "attention_mask", "past_key_values", "use_cache"))
+        if reason is not None:
+            return reason
         defaults = GenerationConfig().to_dict()
         changed = sorted(
             key for key, value in model.generation_config.to_dict().items()

@@ -25,12 +25,12 @@ then runs the per-row path.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import Tensor
-from transformers import DynamicCache, PreTrainedModel
+from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
+
+from models.fast_sampler import cache_unsupported_reason
 
 
 def distinct_prompts(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor] | None:
@@ -59,27 +59,9 @@ def unsupported_reason(module) -> str | None:
     if _is_sharded(module):
         return "it is sharded by FSDP, which expects one forward per backward"
     base = module.get_base_model() if hasattr(module, "get_base_model") else module
-    if not isinstance(base, PreTrainedModel):
-        return f"{type(base).__name__} is not a transformers model"
-    if not type(base).__module__.startswith("transformers."):
-        return f"{type(base).__name__} comes from {type(base).__module__} (remote code), whose cache use is not known"
-    config = base.config
-    if getattr(config, "is_encoder_decoder", False):
-        return f"{type(base).__name__} is an encoder-decoder"
-    params = inspect.signature(base.forward).parameters
-    missing = [p for p in ("attention_mask", "position_ids", "past_key_values", "use_cache") if p not in params]
-    if missing:
-        return f"{type(base).__name__}.forward takes no {', '.join(missing)}"
     if _checkpointing(base) and base.training:
         return "gradient checkpointing is on, and transformers turns the cache off under it in training mode"
-    try:
-        layers = DynamicCache(config=config).layers
-    except (ValueError, TypeError, AttributeError, KeyError) as e:
-        return f"its cache layout is not known ({type(e).__name__}: {e})"
-    kinds = sorted({type(layer).__name__ for layer in layers if type(layer) is not DynamicLayer})
-    if kinds:
-        return f"its cache has {', '.join(kinds)} layers, not only full attention"
-    return None
+    return cache_unsupported_reason(base, ("attention_mask", "position_ids", "past_key_values", "use_cache"))
 
 
 def _checkpointing(model) -> bool:

@@ -8,7 +8,6 @@ that reached the model, so a silent fall back to the per-row path fails.
 """
 
 import logging
-import os
 from contextlib import contextmanager
 
 import pytest
@@ -19,26 +18,12 @@ from models.shared_prefix import distinct_prompts, unsupported_reason
 from training.losses import micro_batches, policy_gradient_backward, policy_update, rollout_logps
 from training.runtime.distributed import Distributed
 
+from test_fast_sampler import tiny_cache  # noqa: F401  (autouse: a private cache for "tiny", one torch thread)
 from test_models import make_model_dir
 
 # Prompts of very different lengths: all but the longest are left-padded.
 PROMPTS = ["Reverse a list.", "x", "Write a function that merges two sorted lists into one sorted list and returns it."]
 G = 3
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_cache(tmp_path_factory):
-    """A private cache for "tiny", and one torch thread (these models are too small to gain from two)."""
-    old = os.environ.get("ADVCODE_CACHE")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    os.environ["ADVCODE_CACHE"] = str(tmp_path_factory.mktemp("advcode-cache"))
-    yield
-    torch.set_num_threads(threads)
-    if old is None:
-        os.environ.pop("ADVCODE_CACHE", None)
-    else:
-        os.environ["ADVCODE_CACHE"] = old
 
 
 @pytest.fixture(scope="module")
