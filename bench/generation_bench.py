@@ -130,45 +130,27 @@ def main(argv=None) -> int:
     cases = [(rows, 1) for rows in rows_list]
     if args.group > 1 and max(rows_list) % args.group == 0:
         cases.append((max(rows_list), args.group))
-    result["fast_engine"] = []
-    for rows, G in cases:
-        case_prompts = [long_prompt(gen, i, args.prompt_tokens) for i in range(rows // G)]
-        case_bare = bare_generate(gen, case_prompts, G, T)
-
-        def fast():
-            gen.generation_engine = "fast"
-            r = gen.sample(case_prompts, num_samples=G, max_new_tokens=T, temperature=1.0, min_new_tokens=T)
-            return r.completion_ids.numel()
-
-        bare_case, fast_case = paired(case_bare, fast, rows * T, args.repeats)
-        result["fast_engine"].append({
-            "rows": rows,
-            "prompts": rows // G,
-            "samples_per_prompt": G,
-            "prompt_tokens": gen._encode_prompts(case_prompts, reserve=T)[0].shape[1],
-            "bare_generate_tok_s": round(statistics.median(bare_case), 1),
-            "fast_tok_s": round(statistics.median(fast_case), 1),
-            "fast_over_bare": round(statistics.median(f / b for f, b in zip(fast_case, bare_case)), 3),
-        })
-    if args.vllm and vllm_installed():
-        result["vllm_engine"] = []
+    engines = ["fast"] + (["vllm"] if args.vllm and vllm_installed() else [])
+    for engine in engines:  # each against bare generate, alternated, case by case
+        result[f"{engine}_engine"] = []
         for rows, G in cases:
             case_prompts = [long_prompt(gen, i, args.prompt_tokens) for i in range(rows // G)]
             case_bare = bare_generate(gen, case_prompts, G, T)
 
-            def vllm():
-                gen.generation_engine = "vllm"
+            def sample(engine=engine, case_prompts=case_prompts, G=G):
+                gen.generation_engine = engine
                 r = gen.sample(case_prompts, num_samples=G, max_new_tokens=T, temperature=1.0, min_new_tokens=T)
                 return r.completion_ids.numel()
 
-            bare_case, vllm_case = paired(case_bare, vllm, rows * T, args.repeats)
-            result["vllm_engine"].append({
+            bare_case, engine_case = paired(case_bare, sample, rows * T, args.repeats)
+            result[f"{engine}_engine"].append({
                 "rows": rows,
                 "prompts": rows // G,
                 "samples_per_prompt": G,
+                "prompt_tokens": gen._encode_prompts(case_prompts, reserve=T)[0].shape[1],
                 "bare_generate_tok_s": round(statistics.median(bare_case), 1),
-                "vllm_tok_s": round(statistics.median(vllm_case), 1),
-                "vllm_over_bare": round(statistics.median(v / b for v, b in zip(vllm_case, bare_case)), 3),
+                f"{engine}_tok_s": round(statistics.median(engine_case), 1),
+                f"{engine}_over_bare": round(statistics.median(e / b for e, b in zip(engine_case, bare_case)), 3),
             })
     print(json.dumps(result, indent=2))
     if args.json:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import random
 
-
 from training.data.mutation import mutated_calls
 from training.rewards import runnable
 
