@@ -193,3 +193,28 @@ def test_voted_values_need_more_than_half_of_the_programs(sandbox):
     # one program each way: no majority on f(3)
     assert voted_tests(sandbox, [plus_one, doubled], tests[:2], "f") == [None, "assert f(1) == 2"]
     assert voted_tests(sandbox, [], tests, "f") == [None, None, None]
+
+
+# ====================================================================== in the trainer
+
+
+def test_fuzz_tests_reach_the_reward_without_a_discriminator(tmp_path, sandbox, problems):
+    from test_trainer import make_trainer
+
+    trainer = make_trainer(tmp_path, sandbox, "--stages=[5]", "--use_discriminator=false", "--fuzz_tests=6",
+                           "--visible_tests=1")
+    assert trainer.reward_weights["discriminator_tests"] > 0
+    visible = trainer.visibility.split(problems[:2])
+    batch = trainer.rollout(5, visible)
+    batch.completions[0] = problems[0].reference_solution  # passes every labelled test
+    batch.completions[1] = "def " + problems[0].entry_point + "(*args):\n    return None\n"  # fails them
+    trainer.score(batch)
+    tb = batch.test_batch
+    assert tb is not None and tb.rollout is None and all(n > 0 for n in tb.fuzzed)
+    # the fuzz tests are the pool, every candidate ran them, and they make the term
+    assert all(len(rows[0]) == len(tests) for rows, tests in zip(tb.candidate_results, tb.tests))
+    assert batch.terms["discriminator_tests"][0] == 1.0 and batch.terms["discriminator_tests"][1] < 1.0
+    # none of them is the visible test (the hidden-test instrumentation in test_visible_tests.py covers the rest)
+    for p, tests in zip(visible, tb.tests):
+        assert p.tests[0] not in tests and len(p.tests) == 1
+    assert batch.stats()["fuzz_tests_per_problem"] > 0
