@@ -218,3 +218,27 @@ def test_fuzz_tests_reach_the_reward_without_a_discriminator(tmp_path, sandbox, 
     for p, tests in zip(visible, tb.tests):
         assert p.tests[0] not in tests and len(p.tests) == 1
     assert batch.stats()["fuzz_tests_per_problem"] > 0
+
+
+def test_a_code_reading_writer_has_its_labelled_calls_run_on_the_candidate_it_read(tmp_path, sandbox, problems,
+                                                                                   monkeypatch):
+    from test_trainer import make_trainer
+
+    trainer = make_trainer(tmp_path, sandbox, "--stages=[5]", "--test_labels=reference", "--test_writer_input=code",
+                           "--visible_tests=1")
+    visible = trainer.visibility.split(problems[:1])
+    p = visible[0]
+    a, b, c = (call + " == 0" for call in mutated_calls(p.tests, p.entry_point, 3, random.Random(0)))
+    calls = iter([[a], [b, c], [b]])  # per candidate, the calls its sample makes: b twice
+    monkeypatch.setattr("training.rollout.extract_tests", lambda text, entry: (next(calls), 0))
+    batch = trainer.rollout(5, visible)
+    trainer.score(batch)
+    tb = batch.test_batch
+    statuses = [[s for s, _ in labels] for labels in tb.labels]
+    assert [len(row) for row in statuses] == [1, 2, 1] and all(s in (VALID, WRONG) for row in statuses for s in row)
+    for g, labels in enumerate(tb.labels):
+        own = sorted({j for _, j in labels if j >= 0})
+        assert list(tb.runs[0][g][:len(own)]) == own  # the candidate ran the calls written for it
+        assert len(tb.candidate_results[0][g]) == len(tb.runs[0][g])
+    # the second and third samples share a call: it is pooled once, and both candidates run it
+    assert len(tb.tests[0]) == 3 and tb.labels[1][0][1] == tb.labels[2][0][1]

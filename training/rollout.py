@@ -382,11 +382,9 @@ class Rollouts:
             shared = book[b] + list(range(len(pool) - len(fresh), len(pool)))  # what every candidate runs
             if codes is None or config.code_tests_scope == "group" or not writer:
                 runs.append(None)
-            elif labelled:
-                own = [sorted({j for _, j in labels[b * T + t] if j >= 0}) for t in range(T)]
-                runs.append([mine + [j for j in shared if j not in mine] for mine in own])
-            else:
-                own = [[pool.index(x) for x in sample_tests[b * T + t]] for t in range(T)]
+            else:  # each candidate's own sample's tests (labelled: the pooled calls it made), then the shared ones
+                own = ([sorted({j for _, j in labels[b * T + t] if j >= 0}) for t in range(T)] if labelled
+                       else [[pool.index(x) for x in sample_tests[b * T + t]] for t in range(T)])
                 runs.append([mine + [j for j in shared if j not in mine] for mine in own])
         passes_reference, forgeable = self._check_on_reference(problems, pooled)
         return TestBatch(rollout=ro, samples_per_problem=T, tests=pooled, sample_tests=sample_tests,
