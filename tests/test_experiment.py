@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from training.errors import UserError
-from training.evaluation.experiment import Spec, columns, mean_se, plan
+from training.evaluation.experiment import Spec, columns, mean_se, plan, table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,10 +59,43 @@ def test_plan_shares_each_seeds_warmup(tmp_path):
             assert f"--seed={seed}" in job.command and job.after == [f"seed{seed}/warmup"]
 
 
+def test_a_supervised_arm_is_a_warmup_of_its_own_evaluated_like_an_rl_arm(tmp_path):
+    data = {**SPEC, "arms": {"warmup": None, "exec_1": ["--use_discriminator=false"],
+                             "sft_long": {"supervised": ["--warmup.steps=4"]}}}
+    jobs = {j.name: j for j in plan(Spec.load(_spec_file(tmp_path, data)), str(tmp_path))}
+    train = jobs["seed0/sft_long/train"]
+    assert "--resume" not in train.command and "--stages=[]" in train.command
+    assert train.after == []  # it does not wait for the shared warm-up
+    flags = [c for c in train.command if c.startswith("--warmup.steps")]
+    assert flags == ["--warmup.steps=2", "--warmup.steps=4"]  # the shared warm-up's flags, then its own: its own win
+    assert not any(c in train.command for c in SPEC["rl"])
+    run_dir = os.path.join(str(tmp_path), "seed_0", "sft_long")
+    assert train.done == [os.path.join(run_dir, "final")]
+    assert jobs["seed0/sft_long/eval"].after == ["seed0/sft_long/train"]
+    assert os.path.join(run_dir, "final") in jobs["seed0/sft_long/eval"].command[-1]
+
+
+def test_the_table_shows_each_arms_training_minutes(tmp_path):
+    out = str(tmp_path)
+    for arm, path in (("warmup", "warmup_run"), ("exec_1", "exec_1")):
+        os.makedirs(os.path.join(out, "seed_0", path, "final"))
+        for kind in ("greedy", "sampled"):
+            with open(os.path.join(out, "seed_0", path, f"eval_{kind}.json"), "w") as f:
+                json.dump({"results": [{"pass@1": 0.5, "pass@2": 0.75}]}, f)
+    spec = Spec.load(_spec_file(tmp_path))
+    times = {"seed0/warmup": 300.0, "seed0/warmup/eval": 60.0, "seed0/exec_1/train": 900.0}
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in table(spec, out, times).splitlines()[2:4]}
+    column = [c for c, _, _ in columns(2)].index("training minutes") + 1
+    assert rows["warmup"][column] == "5.00" and rows["exec_1"][column] == "15.00"
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"seeds": []}, "seeds must be a non-empty list"),
     ({"arms": {"x": None}}, "only the arm named 'warmup' may be null"),
-    ({"arms": {"x": ["oops"]}}, "arm 'x' must be null or a list of --key=value flags"),
+    ({"arms": {"x": ["oops"]}}, "arm 'x' must be null, a list of --key=value flags"),
+    ({"arms": {"x": {"supervised": "--warmup.steps=9"}}}, "arm 'x' must be null, a list of --key=value flags"),
+    ({"arms": {"x": {"rl": []}}}, "arm 'x' must be null, a list of --key=value flags"),
     ({"compare": [["exec_1", "nope"]]}, "compare lists pairs of arm names"),
     ({"extra": 1}, "unknown key 'extra'"),
 ])

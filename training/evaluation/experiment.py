@@ -10,16 +10,20 @@ and the evaluation:
     seeds: [0, 1, 2]
     warmup: [--visible_tests=1]
     rl: [--stages=[5], "--iterations_per_stage=[0,0,0,0,40]"]
-    arms: {warmup: null, exec_1: [--use_discriminator=false], adv_1: []}
+    arms: {warmup: null, exec_1: [--use_discriminator=false], adv_1: [],
+           sft_long: {supervised: [--warmup.steps=1200]}}
     compare: [[adv_1, exec_1]]
     evaluate: {problems: curriculum:heldout_instances, limit: 48, n: 8, temperature: 1.0, rerank: 8, visible_tests: 1,
                test_validity: [adv_1]}
 
 Per seed, one warm-up (`train.py --stages=[]`) writes `<out>/seed_S/warmup_run/`;
 every RL arm resumes from its `warmup/` into `<out>/seed_S/<arm>/` (an arm
-set to null is the warm-up itself), and each checkpoint is evaluated greedily
-and by sampling (`python -m training.evaluate`), CodeT-reranked once with its
-own test writer and once with the warm-up's; an arm in `test_validity` also
+set to null is the warm-up itself; an arm `{supervised: [flags]}` is a
+warm-up of its own, the shared warm-up's flags plus these, with no RL: the
+supervised baseline an RL arm must beat at equal CPU time, which the table's
+training minutes show), and each checkpoint is evaluated greedily and by
+sampling (`python -m training.evaluate`), CodeT-reranked once with its own
+test writer and once with the warm-up's; an arm in `test_validity` also
 has its test writer write tests for its greedy code on the same problems
 (`--test-validity`, reading what the run's writer read). Jobs run as subprocesses, `--jobs`
 at a time (default 2) with one torch thread each. A job is done when its
@@ -55,7 +59,7 @@ class Spec:
     seeds: list
     warmup: list
     rl: list
-    arms: dict  # name -> overrides, or None for the warm-up itself
+    arms: dict  # name -> overrides, None for the warm-up itself, or {"supervised": overrides}
     compare: list = field(default_factory=list)
     evaluate: dict = field(default_factory=dict)
 
@@ -73,8 +77,9 @@ class Spec:
         if not isinstance(arms, dict) or not arms:
             raise UserError(f"experiment spec {path}: arms must map names to lists of overrides (or null)")
         for name, overrides in arms.items():
-            if overrides is not None and not _flags(overrides):
-                raise UserError(f"experiment spec {path}: arm {name!r} must be null or a list of --key=value flags")
+            if overrides is not None and not _flags(overrides) and not _flags(supervised_flags(overrides)):
+                raise UserError(f"experiment spec {path}: arm {name!r} must be null, a list of --key=value flags "
+                                "or {supervised: [flags]}")
             if overrides is None and name != WARMUP_ARM:
                 raise UserError(f"experiment spec {path}: only the arm named {WARMUP_ARM!r} may be null (the warm-up)")
         for key in ("warmup", "rl"):
@@ -95,6 +100,13 @@ def _flags(value) -> bool:
     return isinstance(value, list) and all(isinstance(x, str) and x.startswith("--") for x in value)
 
 
+def supervised_flags(overrides):
+    """The warm-up flags of a supervised-only arm (`{supervised: [flags]}`), else None."""
+    if isinstance(overrides, dict) and set(overrides) == {"supervised"}:
+        return overrides["supervised"]
+    return None
+
+
 # ============================================================================ jobs
 @dataclass
 class Job:
@@ -113,10 +125,16 @@ def seed_dir(out: str, seed: int) -> str:
 
 
 def checkpoint_of(out: str, seed: int, arm: str) -> str:
-    """The checkpoint an arm is evaluated from: its final/, or the warm-up's warmup/ for the warm-up arm."""
+    """The checkpoint an arm is evaluated from: its final/ (a supervised arm's final/ is its warm-up), or the
+    shared warm-up's warmup/ for the warm-up arm."""
     if arm == WARMUP_ARM:
         return os.path.join(seed_dir(out, seed), "warmup_run", "warmup")
     return os.path.join(seed_dir(out, seed), arm, "final")
+
+
+def train_job(arm: str, seed: int) -> str:
+    """The name of the job that trains an arm on a seed (the shared warm-up's, for the warm-up arm)."""
+    return f"seed{seed}/warmup" if arm == WARMUP_ARM else f"seed{seed}/{arm}/train"
 
 
 def eval_files(out: str, seed: int, arm: str) -> dict:
@@ -140,7 +158,7 @@ def plan(spec: Spec, out: str) -> list:
     for seed in spec.seeds:
         sd = seed_dir(out, seed)
         jobs.append(Job(
-            f"seed{seed}/warmup", [python, "train.py", "--stages=[]", f"--seed={seed}", *COMMON_TRAIN, *spec.warmup,
+            train_job(WARMUP_ARM, seed), [python, "train.py", "--stages=[]", f"--seed={seed}", *COMMON_TRAIN, *spec.warmup,
                    f"--checkpoint_dir={os.path.join(sd, 'warmup_run')}"],
             [os.path.join(sd, "warmup_run", "final")], os.path.join(sd, "warmup.log"),
         ))
@@ -148,14 +166,18 @@ def plan(spec: Spec, out: str) -> list:
         for seed in spec.seeds:
             sd = seed_dir(out, seed)
             warmup_ckpt = checkpoint_of(out, seed, WARMUP_ARM)
-            after = [f"seed{seed}/warmup"]
+            after = [train_job(WARMUP_ARM, seed)]
+            supervised = supervised_flags(overrides)
             if overrides is not None:
-                jobs.append(Job(
-                    f"seed{seed}/{arm}/train",
-                    [python, "train.py", "--resume", warmup_ckpt, f"--seed={seed}", *COMMON_TRAIN, *spec.rl,
-                     *overrides, f"--checkpoint_dir={os.path.join(sd, arm)}"],
-                    [checkpoint_of(out, seed, arm)], os.path.join(sd, f"{arm}.train.log"), after,
-                ))
+                if supervised is not None:
+                    train = [python, "train.py", "--stages=[]", f"--seed={seed}", *COMMON_TRAIN, *spec.warmup,
+                             *supervised]
+                else:
+                    train = [python, "train.py", "--resume", warmup_ckpt, f"--seed={seed}", *COMMON_TRAIN, *spec.rl,
+                             *overrides]
+                jobs.append(Job(train_job(arm, seed), [*train, f"--checkpoint_dir={os.path.join(sd, arm)}"],
+                                [checkpoint_of(out, seed, arm)], os.path.join(sd, f"{arm}.train.log"),
+                                [] if supervised is not None else after))
                 after = [jobs[-1].name]
             files = eval_files(out, seed, arm)
             common = [python, "-m", "training.evaluate", "--checkpoint", checkpoint_of(out, seed, arm),
@@ -259,6 +281,7 @@ def columns(n: int) -> list:
         ("held-out copies of the first test", ("tests", "tests", "copy_share"), "pct"),
         ("held-out calls the reference answers / problem", ("tests", "tests", "labelled_calls_per_problem"), "num"),
         ("s / iteration", ("train", "time", "iteration"), "num"),
+        ("training minutes", ("job", "minutes"), "num"),
     ]
 
 
@@ -269,8 +292,8 @@ def compared(n: int) -> list:
             "catch rate", "catch rate of false positives", "held-out valid tests / problem", "held-out catch rate", "s / iteration"]
 
 
-def arm_values(out: str, seed: int, arm: str, n: int) -> dict | None:
-    """The table's numbers of one arm and seed (None until its evaluation exists)."""
+def arm_values(out: str, seed: int, arm: str, n: int, times: dict | None = None) -> dict | None:
+    """The table's numbers of one arm and seed (None until its evaluation exists); `times`: jobs.json."""
     files = eval_files(out, seed, arm)
     reports = {k: _read_json(p) for k, p in files.items()}
     if any(r is None for r in reports.values()):
@@ -279,6 +302,8 @@ def arm_values(out: str, seed: int, arm: str, n: int) -> dict | None:
     tests = _read_json(tests_file(out, seed, arm))
     data["tests"] = tests["results"][0] if tests else {}
     data["train"] = {}  # the warm-up arm has no RL figures
+    seconds = (times or {}).get(train_job(arm, seed))
+    data["job"] = {"minutes": seconds / 60 if seconds is not None else None}  # an RL arm's own, after the warm-up's
     if arm != WARMUP_ARM:
         data["train"] = _read_json(os.path.join(checkpoint_of(out, seed, arm), "metrics.json")) or {}
     else:
@@ -327,7 +352,7 @@ def table(spec: Spec, out: str, times: dict | None = None) -> str:
     n = int(spec.evaluate.get("n", 8))
     cols, diffs_of = columns(n), compared(n)
     kinds = {c: kind for c, _, kind in cols}
-    per = {arm: {s: arm_values(out, s, arm, n) for s in spec.seeds} for arm in spec.arms}
+    per = {arm: {s: arm_values(out, s, arm, n, times) for s in spec.seeds} for arm in spec.arms}
     lines = ["| arm | seeds | " + " | ".join(c for c, _, _ in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
     for arm in spec.arms:
