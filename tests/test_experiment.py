@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -114,13 +113,13 @@ def test_two_arms_one_seed_table_and_a_killed_arm_resumes(tmp_path):
     spec, out = _spec_file(tmp_path), str(tmp_path / "out")
     proc = _run(spec, out)
     train_dir = os.path.join(out, "seed_0", "exec_1")
-    deadline = time.time() + 240
-    while time.time() < deadline and not os.path.isdir(train_dir):  # the arm's training has begun
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.5)
-    assert os.path.isdir(train_dir), "the RL arm never started"
+    for line in proc.stderr:  # the runner says when it starts a job: kill it then, long before the arm can finish
+        if line.startswith("started seed0/exec_1/train"):
+            break
+    else:
+        raise AssertionError(f"the RL arm never started: {proc.communicate()}")
     proc.send_signal(signal.SIGINT)  # killed mid-way: the arm is not finished
-    proc.communicate(timeout=60)
+    proc.communicate(timeout=120)
     assert not os.path.isdir(os.path.join(train_dir, "final"))
     warmup_times = json.load(open(os.path.join(out, "jobs.json")))
     assert "seed0/warmup" in warmup_times
