@@ -38,9 +38,16 @@ def _spec_file(tmp_path, data=SPEC) -> str:
     return str(path)
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run(spec: str, out: str, *extra) -> subprocess.Popen:
+    # A suite started in the background (`nohup ... &`) inherits SIGINT ignored, and Python keeps it ignored;
+    # the runner must still get the test's Ctrl-C as a KeyboardInterrupt.
     return subprocess.Popen([sys.executable, "-m", "training.experiment", "--spec", spec, "--out", out, *extra],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
 
 
 def test_plan_shares_each_seeds_warmup(tmp_path):
