@@ -154,12 +154,15 @@ def plan(spec: Spec, out: str) -> list:
     seed, which the paired table needs, rather than every arm of one seed.
     """
     python, ev = sys.executable, spec.evaluate
+
+    def warmup(seed: int, extra: list) -> list:  # the shared warm-up's command, and a supervised arm's
+        return [python, "train.py", "--stages=[]", f"--seed={seed}", *COMMON_TRAIN, *spec.warmup, *extra]
+
     jobs = []
     for seed in spec.seeds:
         sd = seed_dir(out, seed)
         jobs.append(Job(
-            train_job(WARMUP_ARM, seed), [python, "train.py", "--stages=[]", f"--seed={seed}", *COMMON_TRAIN, *spec.warmup,
-                   f"--checkpoint_dir={os.path.join(sd, 'warmup_run')}"],
+            train_job(WARMUP_ARM, seed), [*warmup(seed, []), f"--checkpoint_dir={os.path.join(sd, 'warmup_run')}"],
             [os.path.join(sd, "warmup_run", "final")], os.path.join(sd, "warmup.log"),
         ))
     for arm, overrides in spec.arms.items():
@@ -168,16 +171,14 @@ def plan(spec: Spec, out: str) -> list:
             warmup_ckpt = checkpoint_of(out, seed, WARMUP_ARM)
             after = [train_job(WARMUP_ARM, seed)]
             supervised = supervised_flags(overrides)
+            if supervised is not None:  # a warm-up of its own: it waits for nothing
+                train, after = warmup(seed, supervised), []
+            elif overrides is not None:
+                train = [python, "train.py", "--resume", warmup_ckpt, f"--seed={seed}", *COMMON_TRAIN, *spec.rl,
+                         *overrides]
             if overrides is not None:
-                if supervised is not None:
-                    train = [python, "train.py", "--stages=[]", f"--seed={seed}", *COMMON_TRAIN, *spec.warmup,
-                             *supervised]
-                else:
-                    train = [python, "train.py", "--resume", warmup_ckpt, f"--seed={seed}", *COMMON_TRAIN, *spec.rl,
-                             *overrides]
                 jobs.append(Job(train_job(arm, seed), [*train, f"--checkpoint_dir={os.path.join(sd, arm)}"],
-                                [checkpoint_of(out, seed, arm)], os.path.join(sd, f"{arm}.train.log"),
-                                [] if supervised is not None else after))
+                                [checkpoint_of(out, seed, arm)], os.path.join(sd, f"{arm}.train.log"), after))
                 after = [jobs[-1].name]
             files = eval_files(out, seed, arm)
             common = [python, "-m", "training.evaluate", "--checkpoint", checkpoint_of(out, seed, arm),
