@@ -8,7 +8,12 @@ directory; from then on it is an ordinary Hugging Face model directory, loaded
 with `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`.
 Nothing else in the project knows it is special.
 
+"tiny-WIDTHxLAYERS" (e.g. "tiny-256x4") names the same recipe at another size:
+hidden size WIDTH, LAYERS layers, an MLP 4x as wide, heads of 32 dimensions
+and half as many key-value heads; "tiny" is "tiny-128x4".
+
     python -m models.tiny                     # build (or find) it, print the directory
+    python -m models.tiny tiny-256x4          # the same recipe, wider
     python -m training.data.tiny_tokenizer    # retrain models/tiny_tokenizer/tokenizer.json
 
 The tokenizer file is committed; it is trained on the repository's own Python
@@ -24,6 +29,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -64,28 +70,54 @@ TINY_CONFIG = dict(
 _BUILD_VERSION = 1
 
 
+HEAD_DIM = 32
+_SIZE_NAME = re.compile(r"tiny-([1-9][0-9]*)x([1-9][0-9]*)")
+
+
+def is_tiny_name(name: str) -> bool:
+    """Whether `name` names an embedded model ("tiny" or "tiny-WIDTHxLAYERS"), valid or not."""
+    return name == TINY_NAME or name.startswith(TINY_NAME + "-") and "/" not in name and not os.path.exists(name)
+
+
+def tiny_config(name: str = TINY_NAME) -> dict:
+    """The Qwen2 config of the embedded model `name`: "tiny", or "tiny-WIDTHxLAYERS"; UserError otherwise."""
+    if name == TINY_NAME:
+        return dict(TINY_CONFIG)
+    match = _SIZE_NAME.fullmatch(name)
+    if match is None:
+        raise UserError(f"{name!r} is not an embedded model name; use {TINY_NAME!r} or "
+                        f"'{TINY_NAME}-WIDTHxLAYERS', e.g. '{TINY_NAME}-256x4'")
+    width, layers = int(match.group(1)), int(match.group(2))
+    if width % (2 * HEAD_DIM) or not 64 <= width <= 4096 or layers > 64:
+        raise UserError(f"{name}: the width must be a multiple of {2 * HEAD_DIM} from 64 to 4096 "
+                        f"and the layers at most 64, got {width}x{layers}")
+    heads = width // HEAD_DIM
+    return dict(TINY_CONFIG, hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=heads // 2)
+
+
 def cache_dir() -> str:
     return os.path.expanduser(os.environ.get("ADVCODE_CACHE") or os.path.join("~", ".cache", "adversarial-code"))
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """The directory or hub id to load: builds and returns the tiny model for "tiny", else identity."""
-    if name_or_path != TINY_NAME:
+    """The directory or hub id to load: builds and returns an embedded model for its name, else identity."""
+    if not is_tiny_name(name_or_path):
         return name_or_path
-    return build_tiny()
+    return build_tiny(name=name_or_path)
 
 
-def _build_key() -> str:
+def _build_key(config: dict) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"config": TINY_CONFIG, "seed": INIT_SEED, "special": SPECIAL_TOKENS,
+    h.update(json.dumps({"config": config, "seed": INIT_SEED, "special": SPECIAL_TOKENS,
                          "version": _BUILD_VERSION}, sort_keys=True).encode())
     with open(TOKENIZER_FILE, "rb") as f:
         h.update(f.read())
     return h.hexdigest()[:16]
 
 
-def build_tiny(root: str | None = None) -> str:
-    """Build the tiny model directory under `root` (default: the cache) unless it exists; return it.
+def build_tiny(root: str | None = None, name: str = TINY_NAME) -> str:
+    """Build the embedded model `name` under `root` (default: the cache) unless it exists; return its directory.
 
     The directory is written under a temporary name and renamed into place, so
     concurrent processes never see a half-written model: the first rename wins
@@ -93,14 +125,16 @@ def build_tiny(root: str | None = None) -> str:
     """
     if not os.path.isfile(TOKENIZER_FILE):
         raise UserError(f"{TOKENIZER_FILE} is missing; run `python -m training.data.tiny_tokenizer` to create it")
+    config = tiny_config(name)
     root = root or cache_dir()
-    final = os.path.join(root, f"tiny-{_build_key()}")
+    # The default keeps its directory name; other sizes carry theirs.
+    final = os.path.join(root, f"{name}-{_build_key(config)}")
     if os.path.isfile(os.path.join(final, "config.json")):
         return final
     os.makedirs(root, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tiny-tmp-", dir=root)
     try:
-        _write_tiny(tmp)
+        _write_tiny(tmp, config)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -127,7 +161,7 @@ def tiny_tokenizer():
     return tokenizer
 
 
-def _write_tiny(path: str) -> None:
+def _write_tiny(path: str, model_config: dict) -> None:
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
@@ -135,7 +169,7 @@ def _write_tiny(path: str) -> None:
     if len(tokenizer) > VOCAB_SIZE:
         raise RuntimeError(f"tiny tokenizer has {len(tokenizer)} tokens, more than the model's {VOCAB_SIZE}")
     config = Qwen2Config(
-        **TINY_CONFIG,
+        **model_config,
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -198,8 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Build the embedded tiny model (or find it in the cache) and print its directory. "
         "`python -m training.data.tiny_tokenizer` retrains its tokenizer."
     )
-    parser.parse_args(argv)
-    print(build_tiny())
+    parser.add_argument("name", nargs="?", default=TINY_NAME,
+                        help=f"{TINY_NAME!r} (default) or '{TINY_NAME}-WIDTHxLAYERS', e.g. '{TINY_NAME}-256x4'")
+    args = parser.parse_args(argv)
+    try:
+        print(build_tiny(name=args.name))
+    except UserError as e:
+        parser.exit(2, f"error: {e}\n")
     return 0
 
 

@@ -127,6 +127,25 @@ def test_tiny_builds_and_loads_like_a_hub_model(tiny_cache):
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
 
 
+def test_tiny_sizes_build_their_shape_and_bad_names_are_one_error(tmp_path):
+    from transformers import AutoConfig
+
+    from models.errors import UserError
+    from models.tiny import build_tiny, resolve_model_path, tiny_config
+    from training.runtime.loading import resolve_model
+
+    path = build_tiny(str(tmp_path), name="tiny-192x2")
+    c = AutoConfig.from_pretrained(path)
+    assert (c.hidden_size, c.num_hidden_layers, c.intermediate_size) == (192, 2, 768)
+    assert (c.num_attention_heads, c.num_key_value_heads) == (6, 3)
+    assert tiny_config("tiny-128x4") == tiny_config("tiny")  # "tiny" is the 128x4 of the same recipe
+    assert resolve_model("tiny-256x4") == "tiny-256x4"
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path)  # a directory is never a size name
+    for bad in ("tiny-100x4", "tiny-256", "tiny-256x0", "tiny-x4"):
+        with pytest.raises(UserError, match="tiny-WIDTHxLAYERS|multiple of 64"):
+            resolve_model(bad)
+
+
 def test_tiny_is_deterministic_by_seed(tmp_path):
     from safetensors.torch import load_file
 

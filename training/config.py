@@ -55,7 +55,9 @@ class TrainingConfig:
         "pip install -r requirements-vllm.txt; settings under vllm).",
     )
     vllm: VllmConfig = setting(VllmConfig(), "vLLM engine settings (with generation_engine=vllm).")
-    generator_model: str = setting("tiny", "Hub id or local directory of the generator; 'tiny' builds the embedded model.")
+    generator_model: str = setting(
+        "tiny", "Hub id or local directory of the generator; 'tiny' builds the embedded model, 'tiny-WIDTHxLAYERS' "
+        "(e.g. tiny-256x4) the same recipe at another size.")
     discriminator_model: str = setting("tiny", "Hub id or local directory of the discriminator; 'tiny' = embedded model.")
     problems: str = setting("curriculum:train", "Training problems: curriculum:<split>, humaneval, or a .jsonl path.")
     visible_tests: int = setting(

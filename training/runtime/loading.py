@@ -127,18 +127,19 @@ def players_source(checkpoint: str | None, model: str | None, test_model: str | 
 
 
 def resolve_model(name: str, flag: str = "--model") -> str:
-    """What to load for a --model value: "tiny", a directory with config.json, or a hub id.
+    """What to load for a --model value: "tiny" (or "tiny-WIDTHxLAYERS"), a directory with config.json, or a hub id.
 
     A cached hub id loads from its snapshot directory; one that is not cached
     is returned as it is, for `from_pretrained` to download, except with
     HF_HUB_OFFLINE set, where it is a UserError at once. Anything else is a
     UserError.
     """
-    from models.tiny import TINY_NAME
+    from models.tiny import is_tiny_name, tiny_config
 
     if not name or not name.strip():
         raise UserError(f"{flag} is empty; give a model directory or a hub id")
-    if name == TINY_NAME:
+    if is_tiny_name(name):
+        tiny_config(name)  # a UserError for a malformed size
         return name
     usage = "give a directory written by save_pretrained, or the id of a model in the Hugging Face cache"
     if os.path.isdir(name):
