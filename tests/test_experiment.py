@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -38,16 +39,29 @@ def _spec_file(tmp_path, data=SPEC) -> str:
     return str(path)
 
 
-def _default_sigint():
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run(spec: str, out: str, *extra) -> subprocess.Popen:
-    # A suite started in the background (`nohup ... &`) inherits SIGINT ignored, and Python keeps it ignored;
-    # the runner must still get the test's Ctrl-C as a KeyboardInterrupt.
+    # Started as `nohup ... &` starts it: with SIGINT ignored, so `kill` (SIGTERM) is how it is stopped.
     return subprocess.Popen([sys.executable, "-m", "training.experiment", "--spec", spec, "--out", out, *extra],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)
+                            preexec_fn=_ignore_sigint)
+
+
+def _processes_naming(text: str) -> list:
+    """The command lines of running processes that contain `text`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(cmdline)
+    return found
 
 
 def test_plan_shares_each_seeds_warmup(tmp_path):
@@ -125,8 +139,11 @@ def test_two_arms_one_seed_table_and_a_killed_arm_resumes(tmp_path):
             break
     else:
         raise AssertionError(f"the RL arm never started: {proc.communicate()}")
-    proc.send_signal(signal.SIGINT)  # killed mid-way: the arm is not finished
+    proc.send_signal(signal.SIGTERM)  # killed mid-way: the arm is not finished
     proc.communicate(timeout=120)
+    assert proc.returncode == 130  # interrupted, not killed outright
+    time.sleep(1)
+    assert not _processes_naming(train_dir)  # the arm's run went with the runner: no orphan to race a restart
     assert not os.path.isdir(os.path.join(train_dir, "final"))
     warmup_times = json.load(open(os.path.join(out, "jobs.json")))
     assert "seed0/warmup" in warmup_times

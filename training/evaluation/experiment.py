@@ -28,17 +28,19 @@ has its test writer write tests for its greedy code on the same problems
 (`--test-validity`, reading what the run's writer read). Jobs run as subprocesses, `--jobs`
 at a time (default 2) with one torch thread each. A job is done when its
 output exists, so a killed experiment started again skips what finished and
-reruns what did not. `<out>/jobs.json` keeps each job's time; `<out>/table.md`
+reruns what did not; Ctrl-C or `kill` stops the runner and every job it started. `<out>/jobs.json` keeps each job's time; `<out>/table.md`
 holds means with standard errors over seeds and the paired differences.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -227,7 +229,10 @@ def run_jobs(jobs: list, out: str, parallel: int, poll_s: float = 2.0) -> list:
                     log = open(job.log, "a")
                     log.write(f"$ {shlex.join(job.command)}\n")
                     log.flush()
-                    proc = subprocess.Popen(job.command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+                    # A job is a process group of its own (an evaluation is `bash -c "a && b"`, a run has
+                    # sandbox workers), so that stopping the runner stops all of it.
+                    proc = subprocess.Popen(job.command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
                     running[job.name] = (job, proc, log, time.time())
                     print(f"started {job.name}", file=sys.stderr)
             time.sleep(poll_s)
@@ -247,7 +252,8 @@ def run_jobs(jobs: list, out: str, parallel: int, poll_s: float = 2.0) -> list:
                     print(f"failed {name} (exit {proc.returncode}); see {job.log}", file=sys.stderr)
     except KeyboardInterrupt:
         for job, proc, log, _ in running.values():
-            proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
         for job, proc, log, _ in running.values():
             proc.wait()
             log.close()
@@ -404,6 +410,10 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run(args) -> int:
     spec = Spec.load(args.spec)
     if args.jobs < 1:
@@ -413,7 +423,12 @@ def run(args) -> int:
     failed = []
     if not args.table_only:
         t0 = time.time()
-        failed = run_jobs(plan(spec, out), out, args.jobs)
+        # `kill PID` stops the runner like Ctrl-C: a runner started with nohup ignores SIGINT.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            failed = run_jobs(plan(spec, out), out, args.jobs)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         print(f"wall clock {(time.time() - t0) / 60:.1f} min", file=sys.stderr)
     text = table(spec, out, _read_json(os.path.join(out, "jobs.json")))
     write_atomically(os.path.join(out, "table.md"), text)
