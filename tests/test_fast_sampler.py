@@ -145,6 +145,53 @@ def test_long_prompts_are_cut_like_generate(model_dirs):
     assert_same_rollout(slow, fast)
 
 
+@pytest.mark.parametrize("change, says", [
+    ("training", "training mode"), ("bfloat16", "not float32"), ("autocast", "autocast"), ("hook", "hooks"),
+    ("subclass", "not a Linear"), ("pretraining_tp", "pretraining_tp"), ("eager-only", None),
+    ("flash_attention_2", "not sdpa or eager"), ("sliding_window", "sliding"),
+])
+def test_lean_step_refuses_what_it_cannot_vouch_for(change, says, tmp_path):
+    """Each of these decodes through the model's own forward instead (the loop itself still runs where it can)."""
+    from contextlib import nullcontext
+
+    from transformers import AutoModelForCausalLM
+
+    from models.lean_decode import lean_unsupported_reason
+
+    model = AutoModelForCausalLM.from_pretrained(make_model_dir(tmp_path, "qwen2" if change == "sliding_window" else "llama"))
+    model.eval()
+    autocast = nullcontext
+    if change == "training":
+        model.train()
+    elif change == "bfloat16":
+        model.to(torch.bfloat16)
+    elif change == "autocast":
+        autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    elif change == "hook":
+        model.model.layers[0].mlp.register_forward_hook(lambda *args: None)
+    elif change == "subclass":
+        model.model.layers[1].self_attn.v_proj.__class__ = type("MyLinear", (torch.nn.Linear,), {})
+    elif change == "pretraining_tp":
+        model.config.pretraining_tp = 2
+    elif change == "eager-only":
+        model.set_attn_implementation("eager")  # supported: the control case
+    elif change == "flash_attention_2":
+        model.config._attn_implementation_internal = "flash_attention_2"
+    elif change == "sliding_window":
+        model.config.layer_types = ["sliding_attention"] * model.config.num_hidden_layers
+    with autocast():
+        reason = lean_unsupported_reason(model, model)
+    if says is None:
+        assert reason is None
+    else:
+        assert reason is not None and says in reason, reason
+    if change not in ("flash_attention_2", "sliding_window"):  # the loop over the model's own forward runs these
+        sampler = FastSampler(model, model, [2], 0, autocast=autocast)
+        ids = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+        sampler.sample(ids, (ids != 0).long(), num_samples=2, max_new_tokens=4, temperature=0)
+        assert sampler.lean_steps == (3 if says is None else 0)
+
+
 # --------------------------------------------------------------------------- logits = full forward
 
 
