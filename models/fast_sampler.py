@@ -181,8 +181,11 @@ def sample_from_logits(logits: Tensor, temperature: float, top_p: float, generat
 class FastSampler:
     """The decode loop for one model; see the module docstring."""
 
-    def __init__(self, model, base_model, eos_token_ids: list[int], pad_token_id: int, autocast=None):
-        """`model` is what runs the forward (a peft wrapper included); `base_model` the `PreTrainedModel` under it."""
+    def __init__(self, model, base_model, eos_token_ids: list[int], pad_token_id: int, autocast=None, lean: bool = True):
+        """`model` is what runs the forward (a peft wrapper included); `base_model` the `PreTrainedModel` under it.
+
+        `lean=False` decodes through the model's own forward even where the lean step could run.
+        """
         self.model = model
         self.base_model = base_model
         self.eos_token_ids = list(eos_token_ids)
@@ -192,12 +195,12 @@ class FastSampler:
         params = inspect.signature(base_model.forward).parameters
         self._accepts_position_ids = "position_ids" in params
         self._accepts_logits_to_keep = "logits_to_keep" in params
+        self.lean = lean
         self.lean_steps = 0  # decode steps run by the lean step, over all calls
 
     def lean_reason(self) -> str | None:
         """Why decode steps would now run through the model's own forward, not the lean step, or None."""
-        with self.autocast():
-            return lean_decoder(self.model, self.base_model)[1]
+        return lean_decoder(self.model, self.base_model)[1] if self.lean else "turned off (lean=False)"
 
     # ------------------------------------------------------------------ what it runs
 
@@ -242,7 +245,9 @@ class FastSampler:
         if lean is None:
             return self._forward(input_ids, attention_mask, position_ids, cache)
         self.lean_steps += 1
-        return lean.step(input_ids, attention_mask, position_ids, cache).float()  # (rows, V)
+        with self.autocast():
+            logits = lean.step(input_ids, attention_mask, position_ids, cache)
+        return logits.float()  # (rows, V)
 
     @torch.no_grad()
     def sample(
@@ -276,8 +281,7 @@ class FastSampler:
         eos = torch.tensor(self.eos_token_ids, dtype=torch.long, device=device)
 
         logits = self._forward(prompt_ids, prompt_mask, position_ids, cache)  # (B, V)
-        with self.autocast():
-            lean = lean_decoder(self.model, self.base_model)[0]  # None: decode through the model's forward
+        lean = lean_decoder(self.model, self.base_model)[0] if self.lean else None  # None: the model's forward
         if G > 1:
             logits = logits.repeat_interleave(G, dim=0)  # (N, V)
         # The mask grows by one column per step for every row, finished or not, as in generate.

@@ -27,8 +27,10 @@ of the modeling module's own classes (a peft wrapper, LoRA or quantized
 layers, a subclass, remote code), hooks or instance-level `forward`
 replacements on any module (accelerate, kernels), sliding windows,
 `pretraining_tp > 1`, attention other than sdpa or eager, training mode, and
-parameters other than float32 or an active autocast (the only numerics tested
-to match the model's own forward).
+parameters that are not all float32, bfloat16 or float16 (the dtypes, with and
+without autocast, whose logits were tested to equal the model's own decode).
+Autocast applies to the same calls as in the model's forward, so the step runs
+inside the caller's autocast context.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ _FAMILIES = {
     modeling_qwen2.Qwen2ForCausalLM: (modeling_qwen2, "Qwen2"),
     modeling_llama.LlamaForCausalLM: (modeling_llama, "Llama"),
 }
+_DTYPES = {torch.float32, torch.bfloat16, torch.float16}
 
 
 def _structure_reason(base_model, modeling, prefix: str) -> str | None:
@@ -90,8 +93,7 @@ def _structure_reason(base_model, modeling, prefix: str) -> str | None:
 def lean_unsupported_reason(model, base_model) -> str | None:
     """Why the lean step cannot vouch for computing what `model`'s own forward computes, or None.
 
-    Checked at every sample call: training mode, dtypes, hooks and autocast
-    (call it inside the autocast context the forward runs in) can change between calls.
+    Checked at every sample call: training mode, dtypes and hooks can change between calls.
     """
     family = _FAMILIES.get(type(base_model))
     if family is None:
@@ -119,17 +121,14 @@ def lean_unsupported_reason(model, base_model) -> str | None:
     for m in modules:
         if m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m):
             return f"a {type(m).__name__} has forward hooks or a replaced forward"
-    dtypes = {p.dtype for p in base_model.parameters()} | {b.dtype for b in base_model.buffers() if b.is_floating_point()}
-    if dtypes != {torch.float32}:
-        return f"its parameters are {', '.join(sorted(str(d) for d in dtypes))}, not float32 only"
-    device = next(base_model.parameters()).device
-    if torch.is_autocast_enabled(device.type):
-        return f"autocast is on for {device.type}"
+    dtypes = {p.dtype for p in base_model.parameters()}
+    if len(dtypes) != 1 or not dtypes <= _DTYPES:
+        return f"its parameters are {', '.join(sorted(str(d) for d in dtypes))}, not all one of float32, bfloat16, float16"
     return None
 
 
 def lean_decoder(model, base_model) -> tuple[LeanDecoder | None, str | None]:
-    """(a `LeanDecoder` for this call, None), or (None, why not): call inside the forward's autocast context."""
+    """(a `LeanDecoder` for this call, None), or (None, why not)."""
     reason = lean_unsupported_reason(model, base_model)
     return (None, reason) if reason is not None else (LeanDecoder(base_model), None)
 

@@ -146,27 +146,22 @@ def test_long_prompts_are_cut_like_generate(model_dirs):
 
 
 @pytest.mark.parametrize("change, says", [
-    ("training", "training mode"), ("bfloat16", "not float32"), ("autocast", "autocast"), ("hook", "hooks"),
+    ("training", "training mode"), ("float64", "not all one of"), ("hook", "hooks"),
     ("subclass", "not a Linear"), ("pretraining_tp", "pretraining_tp"), ("eager-only", None),
     ("flash_attention_2", "not sdpa or eager"), ("sliding_window", "sliding"),
 ])
 def test_lean_step_refuses_what_it_cannot_vouch_for(change, says, tmp_path):
     """Each of these decodes through the model's own forward instead (the loop itself still runs where it can)."""
-    from contextlib import nullcontext
-
     from transformers import AutoModelForCausalLM
 
     from models.lean_decode import lean_unsupported_reason
 
     model = AutoModelForCausalLM.from_pretrained(make_model_dir(tmp_path, "qwen2" if change == "sliding_window" else "llama"))
     model.eval()
-    autocast = nullcontext
     if change == "training":
         model.train()
-    elif change == "bfloat16":
-        model.to(torch.bfloat16)
-    elif change == "autocast":
-        autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    elif change == "float64":
+        model.to(torch.float64)
     elif change == "hook":
         model.model.layers[0].mlp.register_forward_hook(lambda *args: None)
     elif change == "subclass":
@@ -179,14 +174,13 @@ def test_lean_step_refuses_what_it_cannot_vouch_for(change, says, tmp_path):
         model.config._attn_implementation_internal = "flash_attention_2"
     elif change == "sliding_window":
         model.config.layer_types = ["sliding_attention"] * model.config.num_hidden_layers
-    with autocast():
-        reason = lean_unsupported_reason(model, model)
+    reason = lean_unsupported_reason(model, model)
     if says is None:
         assert reason is None
     else:
         assert reason is not None and says in reason, reason
     if change not in ("flash_attention_2", "sliding_window"):  # the loop over the model's own forward runs these
-        sampler = FastSampler(model, model, [2], 0, autocast=autocast)
+        sampler = FastSampler(model, model, [2], 0)
         ids = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
         sampler.sample(ids, (ids != 0).long(), num_samples=2, max_new_tokens=4, temperature=0)
         assert sampler.lean_steps == (3 if says is None else 0)
@@ -237,6 +231,44 @@ def test_step_logits_equal_the_full_forward(arch, prompts, G, model_dirs, traine
             torch.testing.assert_close(logits[j], expected, atol=1e-5, rtol=1e-5)
             checked += 1
     assert checked >= G * len(prompts) + 5
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "autocast"])
+def test_lean_step_logits_equal_the_models_own_decode(dtype):
+    """In each dtype it accepts, and under bf16 autocast, the lean step's logits are the model's own decode step's.
+
+    Both loops draw with the same seed from the same prefill, so while their
+    logits agree they draw the same tokens and drop the same rows.
+    """
+    from contextlib import nullcontext
+
+    from models.generator import LLMGenerator
+
+    gen = LLMGenerator("tiny", "cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():  # norm weights other than 1, so that where a dtype rounds matters
+        for param in gen.model.parameters():
+            param.mul_(1 + 0.2 * torch.randn_like(param))
+    if dtype in ("bfloat16", "float16"):
+        gen.model.to(getattr(torch, dtype))
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "autocast" else nullcontext
+    prompt_ids, prompt_mask = gen._encode_prompts(MIXED, reserve=10)
+    runs = []
+    for lean in (True, False):
+        sampler = FastSampler(gen.model, gen.base_model, list(range(0, gen.model.config.vocab_size, 3)),
+                              gen.tokenizer.pad_token_id, autocast=autocast, lean=lean)
+        seen = []
+        torch.manual_seed(0)
+        out = sampler.sample(prompt_ids, prompt_mask, num_samples=2, max_new_tokens=10, temperature=1.0,
+                             on_step=lambda step, rows, logits: seen.append((rows.clone(), logits.clone())))
+        runs.append((out, seen, sampler.lean_steps))
+    (out, seen, lean_steps), (own_out, own_seen, own_lean_steps) = runs
+    assert lean_steps == len(seen) - 1 and own_lean_steps == 0
+    assert len(seen) == len(own_seen) and len(seen[-1][0]) < len(seen[0][0])  # rows were dropped
+    for (rows, logits), (own_rows, own_logits) in zip(seen, own_seen):
+        assert torch.equal(rows, own_rows)
+        torch.testing.assert_close(logits, own_logits, atol=1e-5, rtol=1e-5)
+    assert torch.equal(out, own_out)
 
 
 # --------------------------------------------------------------------------- sampled from softmax(logits / T)
