@@ -24,6 +24,11 @@ interface, so any architecture whose cache is plain full-attention layers
 works; `unsupported_reason` names what it refuses (sliding windows, linear
 attention, encoder-decoders, remote code, generation defaults that change the
 distribution), and the wrapper then falls back to `generate`.
+
+After the prefill, the decode steps of a Qwen2 or Llama model run through
+`models/lean_decode.py`, the same math without the per-step overhead of the
+model's forward; any model it cannot vouch for decodes through its own forward
+(`lean_reason` says why).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache, GenerationConfig, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
+
+from models.lean_decode import lean_decoder
 
 # Generation-config fields that never change which token is drawn, or that the
 # wrapper's own generation config always sets; any other non-default field in a
@@ -174,8 +181,11 @@ def sample_from_logits(logits: Tensor, temperature: float, top_p: float, generat
 class FastSampler:
     """The decode loop for one model; see the module docstring."""
 
-    def __init__(self, model, base_model, eos_token_ids: list[int], pad_token_id: int, autocast=None):
-        """`model` is what runs the forward (a peft wrapper included); `base_model` the `PreTrainedModel` under it."""
+    def __init__(self, model, base_model, eos_token_ids: list[int], pad_token_id: int, autocast=None, lean: bool = True):
+        """`model` is what runs the forward (a peft wrapper included); `base_model` the `PreTrainedModel` under it.
+
+        `lean=False` decodes through the model's own forward even where the lean step could run.
+        """
         self.model = model
         self.base_model = base_model
         self.eos_token_ids = list(eos_token_ids)
@@ -185,6 +195,12 @@ class FastSampler:
         params = inspect.signature(base_model.forward).parameters
         self._accepts_position_ids = "position_ids" in params
         self._accepts_logits_to_keep = "logits_to_keep" in params
+        self.lean = lean
+        self.lean_steps = 0  # decode steps run by the lean step, over all calls
+
+    def lean_reason(self) -> str | None:
+        """Why decode steps would now run through the model's own forward, not the lean step, or None."""
+        return lean_decoder(self.model, self.base_model)[1] if self.lean else "turned off (lean=False)"
 
     # ------------------------------------------------------------------ what it runs
 
@@ -225,6 +241,14 @@ class FastSampler:
             logits = self.model(**inputs).logits
         return logits[:, -1].float()  # (rows, V): float32 like generate's logits processors
 
+    def _decode(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, cache, lean) -> Tensor:
+        if lean is None:
+            return self._forward(input_ids, attention_mask, position_ids, cache)
+        self.lean_steps += 1
+        with self.autocast():
+            logits = lean.step(input_ids, attention_mask, position_ids, cache)
+        return logits.float()  # (rows, V)
+
     @torch.no_grad()
     def sample(
         self,
@@ -257,6 +281,7 @@ class FastSampler:
         eos = torch.tensor(self.eos_token_ids, dtype=torch.long, device=device)
 
         logits = self._forward(prompt_ids, prompt_mask, position_ids, cache)  # (B, V)
+        lean = lean_decoder(self.model, self.base_model)[0] if self.lean else None  # None: the model's forward
         if G > 1:
             logits = logits.repeat_interleave(G, dim=0)  # (N, V)
         # The mask grows by one column per step for every row, finished or not, as in generate.
@@ -288,6 +313,6 @@ class FastSampler:
                     layer.select_rows(keep)
                 rows, tokens, running = rows[keep], tokens[keep], running[keep]
                 attention_mask, next_position = attention_mask[keep], next_position[keep]
-            logits = self._forward(tokens.unsqueeze(1), attention_mask[:, : P + step + 1], next_position, cache)
+            logits = self._decode(tokens.unsqueeze(1), attention_mask[:, : P + step + 1], next_position, cache, lean)
             next_position = next_position + 1
         return out[:, :steps]

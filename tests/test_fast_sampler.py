@@ -73,6 +73,47 @@ def test_greedy_tokens_equal_generate(arch, model_dirs):
         slow, fast = both(gen, MIXED, num_samples=num_samples, max_new_tokens=12, temperature=0)
         assert fast.completion_ids.shape == (len(MIXED) * num_samples, 12)
         assert_same_rollout(slow, fast)
+    assert_lean(gen._fast_sampler, arch != "gpt2", steps=2 * 11)
+
+
+def assert_lean(sampler, used: bool, steps: int = 1):
+    """The decode ran through the lean step (at least `steps` times), or, when not `used`, never did."""
+    if used:
+        assert sampler.lean_reason() is None and sampler.lean_steps >= steps, sampler.lean_reason()
+    else:
+        assert sampler.lean_reason() is not None and sampler.lean_steps == 0
+
+
+def test_lora_model_decodes_through_its_own_forward():
+    """A peft-wrapped model is not vouched for: its LoRA deltas (made nonzero here) would be skipped."""
+    from models.generator import LLMGenerator
+
+    gen = LLMGenerator("tiny", "cpu", use_lora=True, lora_r=4, lora_alpha=8)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in gen.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    slow, fast = both(gen, MIXED, num_samples=2, max_new_tokens=12, temperature=0)
+    assert_same_rollout(slow, fast)
+    assert_lean(gen._fast_sampler, False)
+    assert "wrapper" in gen._fast_sampler.lean_reason()
+
+
+def test_lean_step_reads_the_weights_of_each_call():
+    """Weights changed in place between calls are the ones the next call decodes with."""
+    from models.generator import LLMGenerator
+
+    gen = LLMGenerator("tiny", "cpu")
+    before = both(gen, MIXED, max_new_tokens=12, temperature=0)[1]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for layer in gen.base_model.model.layers:
+            layer.mlp.down_proj.weight.add_(torch.randn_like(layer.mlp.down_proj.weight))
+    slow, fast = both(gen, MIXED, max_new_tokens=12, temperature=0)
+    assert not torch.equal(fast.completion_ids, before.completion_ids)
+    assert_same_rollout(slow, fast)
+    assert_lean(gen._fast_sampler, True, steps=2 * 11)
 
 
 def test_eos_and_early_stop_match_generate(trained_generator):
@@ -104,29 +145,80 @@ def test_long_prompts_are_cut_like_generate(model_dirs):
     assert_same_rollout(slow, fast)
 
 
+@pytest.mark.parametrize("change, says", [
+    ("training", "training mode"), ("float64", "not all one of"), ("hook", "hooks"),
+    ("subclass", "not a Linear"), ("pretraining_tp", "pretraining_tp"), ("eager-only", None),
+    ("flash_attention_2", "not sdpa or eager"), ("sliding_window", "sliding"),
+])
+def test_lean_step_refuses_what_it_cannot_vouch_for(change, says, tmp_path):
+    """Each of these decodes through the model's own forward instead (the loop itself still runs where it can)."""
+    from transformers import AutoModelForCausalLM
+
+    from models.lean_decode import lean_unsupported_reason
+
+    model = AutoModelForCausalLM.from_pretrained(make_model_dir(tmp_path, "qwen2" if change == "sliding_window" else "llama"))
+    model.eval()
+    if change == "training":
+        model.train()
+    elif change == "float64":
+        model.to(torch.float64)
+    elif change == "hook":
+        model.model.layers[0].mlp.register_forward_hook(lambda *args: None)
+    elif change == "subclass":
+        model.model.layers[1].self_attn.v_proj.__class__ = type("MyLinear", (torch.nn.Linear,), {})
+    elif change == "pretraining_tp":
+        model.config.pretraining_tp = 2
+    elif change == "eager-only":
+        model.set_attn_implementation("eager")  # supported: the control case
+    elif change == "flash_attention_2":
+        model.config._attn_implementation_internal = "flash_attention_2"
+    elif change == "sliding_window":
+        model.config.layer_types = ["sliding_attention"] * model.config.num_hidden_layers
+    reason = lean_unsupported_reason(model, model)
+    if says is None:
+        assert reason is None
+    else:
+        assert reason is not None and says in reason, reason
+    if change not in ("flash_attention_2", "sliding_window"):  # the loop over the model's own forward runs these
+        sampler = FastSampler(model, model, [2], 0)
+        ids = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+        sampler.sample(ids, (ids != 0).long(), num_samples=2, max_new_tokens=4, temperature=0)
+        assert sampler.lean_steps == (3 if says is None else 0)
+
+
 # --------------------------------------------------------------------------- logits = full forward
 
 
-@pytest.mark.parametrize("arch", ["tiny", "gpt2"])
-def test_step_logits_equal_the_full_forward(arch, model_dirs, trained_generator):
+@pytest.mark.parametrize("arch, prompts, G", [
+    ("trained", MIXED, 2), ("tiny", MIXED, 2), ("tiny", PROMPTS[:1], 6),  # one prompt: no padding
+    ("llama", MIXED, 2), ("llama-eager", MIXED, 2), ("gpt2", MIXED, 2),
+])
+def test_step_logits_equal_the_full_forward(arch, prompts, G, model_dirs, trained_generator):
     """Every step's logits, for every row still in the batch, equal the model's forward over prompt + tokens so far.
 
     Sampling with a third of the vocabulary as EOS ends rows at different steps, so
-    the batch shrinks along the way; two samples per prompt share one prefill.
+    the batch shrinks along the way; the G samples of a prompt share one prefill.
+    Every decode step but GPT-2's runs through the lean step.
     """
     from models.generator import LLMGenerator
 
-    gen = trained_generator if arch == "tiny" else LLMGenerator(model_dirs[arch], "cpu")
+    if arch == "trained":
+        gen = trained_generator
+    else:
+        gen = LLMGenerator("tiny" if arch == "tiny" else model_dirs[arch.split("-")[0]], "cpu")
+    if arch == "llama-eager":
+        gen.base_model.set_attn_implementation("eager")
     vocab = gen.model.config.vocab_size
-    prompt_ids, prompt_mask = gen._encode_prompts(MIXED, reserve=10)
+    prompt_ids, prompt_mask = gen._encode_prompts(prompts, reserve=10)
     sampler = FastSampler(gen.model, gen.base_model, list(range(0, vocab, 3)), gen.tokenizer.pad_token_id)
     seen = []
     torch.manual_seed(0)
-    out = sampler.sample(prompt_ids, prompt_mask, num_samples=2, max_new_tokens=10, temperature=1.0,
+    out = sampler.sample(prompt_ids, prompt_mask, num_samples=G, max_new_tokens=10, temperature=1.0,
                          on_step=lambda step, rows, logits: seen.append((step, rows.clone(), logits.clone())))
     batch_sizes = [len(rows) for _, rows, _ in seen]
-    assert batch_sizes[0] == 2 * len(MIXED) and batch_sizes[-1] < batch_sizes[0]  # rows were dropped
-    prompt_ids, prompt_mask = prompt_ids.repeat_interleave(2, 0), prompt_mask.repeat_interleave(2, 0)
+    assert batch_sizes[0] == G * len(prompts) and batch_sizes[-1] < batch_sizes[0]  # rows were dropped
+    assert sampler.lean_steps == (len(seen) - 1 if arch != "gpt2" else 0), sampler.lean_reason()
+    prompt_ids, prompt_mask = prompt_ids.repeat_interleave(G, 0), prompt_mask.repeat_interleave(G, 0)
     checked = 0
     for step, rows, logits in seen:
         for j, row in enumerate(rows.tolist()):
@@ -138,7 +230,45 @@ def test_step_logits_equal_the_full_forward(arch, model_dirs, trained_generator)
                 continue  # a finished row still waiting to be dropped: its logits are never used
             torch.testing.assert_close(logits[j], expected, atol=1e-5, rtol=1e-5)
             checked += 1
-    assert checked >= 2 * len(MIXED) + 5
+    assert checked >= G * len(prompts) + 5
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "autocast"])
+def test_lean_step_logits_equal_the_models_own_decode(dtype):
+    """In each dtype it accepts, and under bf16 autocast, the lean step's logits are the model's own decode step's.
+
+    Both loops draw with the same seed from the same prefill, so while their
+    logits agree they draw the same tokens and drop the same rows.
+    """
+    from contextlib import nullcontext
+
+    from models.generator import LLMGenerator
+
+    gen = LLMGenerator("tiny", "cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():  # norm weights other than 1, so that where a dtype rounds matters
+        for param in gen.model.parameters():
+            param.mul_(1 + 0.2 * torch.randn_like(param))
+    if dtype in ("bfloat16", "float16"):
+        gen.model.to(getattr(torch, dtype))
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "autocast" else nullcontext
+    prompt_ids, prompt_mask = gen._encode_prompts(MIXED, reserve=10)
+    runs = []
+    for lean in (True, False):
+        sampler = FastSampler(gen.model, gen.base_model, list(range(0, gen.model.config.vocab_size, 3)),
+                              gen.tokenizer.pad_token_id, autocast=autocast, lean=lean)
+        seen = []
+        torch.manual_seed(0)
+        out = sampler.sample(prompt_ids, prompt_mask, num_samples=2, max_new_tokens=10, temperature=1.0,
+                             on_step=lambda step, rows, logits: seen.append((rows.clone(), logits.clone())))
+        runs.append((out, seen, sampler.lean_steps))
+    (out, seen, lean_steps), (own_out, own_seen, own_lean_steps) = runs
+    assert lean_steps == len(seen) - 1 and own_lean_steps == 0
+    assert len(seen) == len(own_seen) and len(seen[-1][0]) < len(seen[0][0])  # rows were dropped
+    for (rows, logits), (own_rows, own_logits) in zip(seen, own_seen):
+        assert torch.equal(rows, own_rows)
+        torch.testing.assert_close(logits, own_logits, atol=1e-5, rtol=1e-5)
+    assert torch.equal(out, own_out)
 
 
 # --------------------------------------------------------------------------- sampled from softmax(logits / T)
