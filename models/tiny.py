@@ -127,8 +127,9 @@ def build_tiny(root: str | None = None, name: str = TINY_NAME) -> str:
         raise UserError(f"{TOKENIZER_FILE} is missing; run `python -m training.data.tiny_tokenizer` to create it")
     config = tiny_config(name)
     root = root or cache_dir()
-    # The default keeps its directory name; other sizes carry theirs.
-    final = os.path.join(root, f"{name}-{_build_key(config)}")
+    # Named by the size it builds: "tiny-128x4" finds the directory "tiny" built, and the default keeps its name.
+    label = TINY_NAME if config == TINY_CONFIG else name
+    final = os.path.join(root, f"{label}-{_build_key(config)}")
     if os.path.isfile(os.path.join(final, "config.json")):
         return final
     os.makedirs(root, exist_ok=True)

@@ -127,7 +127,7 @@ def test_tiny_builds_and_loads_like_a_hub_model(tiny_cache):
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
 
 
-def test_tiny_sizes_build_their_shape_and_bad_names_are_one_error(tmp_path):
+def test_tiny_sizes_build_their_shape_and_bad_names_are_one_error(tmp_path, monkeypatch):
     from transformers import AutoConfig
 
     from models.errors import UserError
@@ -139,8 +139,11 @@ def test_tiny_sizes_build_their_shape_and_bad_names_are_one_error(tmp_path):
     assert (c.hidden_size, c.num_hidden_layers, c.intermediate_size) == (192, 2, 768)
     assert (c.num_attention_heads, c.num_key_value_heads) == (6, 3)
     assert tiny_config("tiny-128x4") == tiny_config("tiny")  # "tiny" is the 128x4 of the same recipe
+    assert build_tiny(str(tmp_path), name="tiny-128x4") == build_tiny(str(tmp_path))  # built once, for both names
     assert resolve_model("tiny-256x4") == "tiny-256x4"
-    assert resolve_model_path(str(tmp_path)) == str(tmp_path)  # a directory is never a size name
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("tiny-local")
+    assert resolve_model_path("tiny-local") == "tiny-local"  # a directory by that name is a directory, not a size
     for bad in ("tiny-100x4", "tiny-256", "tiny-256x0", "tiny-x4"):
         with pytest.raises(UserError, match="tiny-WIDTHxLAYERS|multiple of 64"):
             resolve_model(bad)

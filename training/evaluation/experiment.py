@@ -28,8 +28,9 @@ has its test writer write tests for its greedy code on the same problems
 (`--test-validity`, reading what the run's writer read). Jobs run as subprocesses, `--jobs`
 at a time (default 2) with one torch thread each. A job is done when its
 output exists, so a killed experiment started again skips what finished and
-reruns what did not; Ctrl-C or `kill` stops the runner and every job it started. `<out>/jobs.json` keeps each job's time; `<out>/table.md`
-holds means with standard errors over seeds and the paired differences.
+reruns what did not; Ctrl-C or `kill` stops the runner and every job it
+started. `<out>/jobs.json` keeps each job's time; `<out>/table.md` holds means
+with standard errors over seeds and the paired differences.
 """
 
 from __future__ import annotations
