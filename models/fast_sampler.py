@@ -13,7 +13,9 @@ pad after a row's EOS. What it leaves out is what costs on small models:
 
 - the KV cache is preallocated once per call (`PreallocatedLayer`) and grows by
   writing into it, instead of `torch.cat` of the whole cache at every step;
-- each prompt is prefilled once and its cache copied to its G samples;
+- each prompt is prefilled once; where the lean step runs in float32 its
+  G samples attend to one copy of its cache (`SharedPrefixLayer`), else the
+  cache is copied to each sample;
 - a token is drawn by inverting the CDF with one uniform per row, instead of
   `torch.multinomial`, which draws one exponential per vocabulary entry;
 - rows that have finished are dropped from the batch once enough of them have;
@@ -41,7 +43,7 @@ from torch import Tensor
 from transformers import DynamicCache, GenerationConfig, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
-from models.lean_decode import lean_decoder
+from models.lean_decode import SharedPrefixLayer, lean_decoder
 
 # Generation-config fields that never change which token is drawn, or that the
 # wrapper's own generation config always sets; any other non-default field in a
@@ -197,6 +199,7 @@ class FastSampler:
         self._accepts_logits_to_keep = "logits_to_keep" in params
         self.lean = lean
         self.lean_steps = 0  # decode steps run by the lean step, over all calls
+        self.shared_prefix_steps = 0  # of those, steps whose samples attended to one copy of their prompt
 
     def lean_reason(self) -> str | None:
         """Why decode steps would now run through the model's own forward, not the lean step, or None."""
@@ -226,9 +229,11 @@ class FastSampler:
 
     # ------------------------------------------------------------------ the loop
 
-    def _make_cache(self, rows: int, max_len: int):
+    def _make_cache(self, prompt_mask: Tensor, G: int, max_new_tokens: int, shared: bool):
         cache = DynamicCache(config=self.base_model.config)
-        cache.layers = [PreallocatedLayer(rows, max_len) for _ in cache.layers]
+        B, P = prompt_mask.shape
+        cache.layers = [SharedPrefixLayer(prompt_mask, G, max_new_tokens) if shared
+                        else PreallocatedLayer(B * G, P + max_new_tokens) for _ in cache.layers]
         return cache
 
     def _forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, cache) -> Tensor:
@@ -245,6 +250,7 @@ class FastSampler:
         if lean is None:
             return self._forward(input_ids, attention_mask, position_ids, cache)
         self.lean_steps += 1
+        self.shared_prefix_steps += isinstance(cache.layers[0], SharedPrefixLayer)
         with self.autocast():
             logits = lean.step(input_ids, attention_mask, position_ids, cache)
         return logits.float()  # (rows, V)
@@ -277,11 +283,12 @@ class FastSampler:
         prompt_mask = prompt_mask.long()
         # Positions as generate counts them: from each row's first real token (padding gets 1, and is masked).
         position_ids = (prompt_mask.cumsum(-1) - 1).masked_fill(prompt_mask == 0, 1)  # (B, P)
-        cache = self._make_cache(N, P + max_new_tokens)
+        lean = lean_decoder(self.model, self.base_model)[0] if self.lean else None  # None: the model's forward
+        shared = G > 1 and lean is not None and lean.shares_prefixes(self.autocast)
+        cache = self._make_cache(prompt_mask, G, max_new_tokens, shared)
         eos = torch.tensor(self.eos_token_ids, dtype=torch.long, device=device)
 
         logits = self._forward(prompt_ids, prompt_mask, position_ids, cache)  # (B, V)
-        lean = lean_decoder(self.model, self.base_model)[0] if self.lean else None  # None: the model's forward
         if G > 1:
             logits = logits.repeat_interleave(G, dim=0)  # (N, V)
         # The mask grows by one column per step for every row, finished or not, as in generate.

@@ -74,6 +74,8 @@ def test_greedy_tokens_equal_generate(arch, model_dirs):
         assert fast.completion_ids.shape == (len(MIXED) * num_samples, 12)
         assert_same_rollout(slow, fast)
     assert_lean(gen._fast_sampler, arch != "gpt2", steps=2 * 11)
+    # The 2-sample call's 11 decode steps attended to one copy of each prompt.
+    assert gen._fast_sampler.shared_prefix_steps == (11 if arch != "gpt2" else 0)
 
 
 def assert_lean(sampler, used: bool, steps: int = 1):
@@ -198,7 +200,8 @@ def test_step_logits_equal_the_full_forward(arch, prompts, G, model_dirs, traine
 
     Sampling with a third of the vocabulary as EOS ends rows at different steps, so
     the batch shrinks along the way; the G samples of a prompt share one prefill.
-    Every decode step but GPT-2's runs through the lean step.
+    Every decode step but GPT-2's runs through the lean step, its samples attending
+    to one copy of their prompt's cache.
     """
     from models.generator import LLMGenerator
 
@@ -218,6 +221,7 @@ def test_step_logits_equal_the_full_forward(arch, prompts, G, model_dirs, traine
     batch_sizes = [len(rows) for _, rows, _ in seen]
     assert batch_sizes[0] == G * len(prompts) and batch_sizes[-1] < batch_sizes[0]  # rows were dropped
     assert sampler.lean_steps == (len(seen) - 1 if arch != "gpt2" else 0), sampler.lean_reason()
+    assert sampler.shared_prefix_steps == sampler.lean_steps
     prompt_ids, prompt_mask = prompt_ids.repeat_interleave(G, 0), prompt_mask.repeat_interleave(G, 0)
     checked = 0
     for step, rows, logits in seen:
@@ -236,6 +240,9 @@ def test_step_logits_equal_the_full_forward(arch, prompts, G, model_dirs, traine
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16", "autocast"])
 def test_lean_step_logits_equal_the_models_own_decode(dtype):
     """In each dtype it accepts, and under bf16 autocast, the lean step's logits are the model's own decode step's.
+
+    In float32 the samples of a prompt attend to one copy of its cache; in the
+    other dtypes, and under autocast, the lean step reads the copied cache.
 
     Both loops draw with the same seed from the same prefill, so while their
     logits agree they draw the same tokens and drop the same rows.
@@ -261,14 +268,32 @@ def test_lean_step_logits_equal_the_models_own_decode(dtype):
         torch.manual_seed(0)
         out = sampler.sample(prompt_ids, prompt_mask, num_samples=2, max_new_tokens=10, temperature=1.0,
                              on_step=lambda step, rows, logits: seen.append((rows.clone(), logits.clone())))
-        runs.append((out, seen, sampler.lean_steps))
-    (out, seen, lean_steps), (own_out, own_seen, own_lean_steps) = runs
+        runs.append((out, seen, sampler.lean_steps, sampler.shared_prefix_steps))
+    (out, seen, lean_steps, shared_steps), (own_out, own_seen, own_lean_steps, _) = runs
     assert lean_steps == len(seen) - 1 and own_lean_steps == 0
+    assert shared_steps == (lean_steps if dtype == "float32" else 0)
     assert len(seen) == len(own_seen) and len(seen[-1][0]) < len(seen[0][0])  # rows were dropped
     for (rows, logits), (own_rows, own_logits) in zip(seen, own_seen):
         assert torch.equal(rows, own_rows)
         torch.testing.assert_close(logits, own_logits, atol=1e-5, rtol=1e-5)
     assert torch.equal(out, own_out)
+
+
+def test_shared_prefix_cache_refuses_the_models_own_decode():
+    """The split cache serves the lean step only: a decode step through the model's own forward is one clear error."""
+    from models.generator import LLMGenerator
+    from models.lean_decode import SharedPrefixLayer
+
+    gen = LLMGenerator("tiny", "cpu")
+    prompt_ids, prompt_mask = gen._encode_prompts(PROMPTS[:2], reserve=4)
+    sampler = FastSampler(gen.model, gen.base_model, [], gen.tokenizer.pad_token_id)
+    cache = sampler._make_cache(prompt_mask, 3, 4, shared=True)
+    assert all(isinstance(layer, SharedPrefixLayer) for layer in cache.layers)
+    with torch.no_grad():
+        gen.model(input_ids=prompt_ids, attention_mask=prompt_mask, past_key_values=cache, use_cache=True)
+        assert cache.get_seq_length() == prompt_ids.shape[1]
+        with pytest.raises(RuntimeError, match="decode steps go through the lean step"):
+            gen.model(input_ids=prompt_ids[:, -1:].repeat_interleave(3, 0), past_key_values=cache, use_cache=True)
 
 
 # --------------------------------------------------------------------------- sampled from softmax(logits / T)
