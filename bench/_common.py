@@ -148,6 +148,15 @@ def _generation_figures(d: dict) -> list[dict]:
             note="paired runs drift about ±10% with load",
         )
         for c in d.get("fast_engine", [])
+    ] + [
+        figure(
+            f"the fast engine's {c['samples_per_prompt']} samples of a prompt attending to one copy of its cache, "
+            f"{c['prompts']} prompts, {d['new_tokens']} new tokens (tok/s)",
+            f"{c['fast_tok_s']:.0f}",
+            f"the cache copied to each sample: {c['fast_copied_prefix_tok_s']:.0f}",
+            c["shared_over_copied"], "", None, COMMANDS["generation"],
+        )
+        for c in d.get("fast_engine", []) if "shared_over_copied" in c
     ]
 
 

@@ -11,7 +11,9 @@ Two comparisons, each against a bare `model.generate` given ready-made inputs:
   at each --rows batch size (prompts of about --prompt-tokens tokens, one sample
   each), and, with
   --group G, the largest of them as rows/G prompts x G samples, where the fast
-  engine prefills each prompt once;
+  engine prefills each prompt once; there it is also timed with each prompt's
+  cache copied to its G samples against one copy they share
+  (`shared_over_copied`);
 - the wrapper on the vllm engine (`generation_engine="vllm"`, models/vllm_engine.py)
   at the same cases, when vLLM is importable (`--vllm 0` skips it); its engine is
   built, and the weights pushed, before the timed runs.
@@ -143,7 +145,7 @@ def main(argv=None) -> int:
                 return r.completion_ids.numel()
 
             bare_case, engine_case = paired(case_bare, sample, rows * T, args.repeats)
-            result[f"{engine}_engine"].append({
+            entry = {
                 "rows": rows,
                 "prompts": rows // G,
                 "samples_per_prompt": G,
@@ -151,7 +153,21 @@ def main(argv=None) -> int:
                 "bare_generate_tok_s": round(statistics.median(bare_case), 1),
                 f"{engine}_tok_s": round(statistics.median(engine_case), 1),
                 f"{engine}_over_bare": round(statistics.median(e / b for e, b in zip(engine_case, bare_case)), 3),
-            })
+            }
+            if engine == "fast" and G > 1:  # the samples attending to one copy of their prompt's cache, or to G copies
+                sampler = gen._fast_sampler
+
+                def copied(sample=sample):
+                    sampler.share_prefixes = False
+                    try:
+                        return sample()
+                    finally:
+                        sampler.share_prefixes = True
+
+                copied_tps, shared_tps = paired(copied, sample, rows * T, args.repeats)
+                entry["fast_copied_prefix_tok_s"] = round(statistics.median(copied_tps), 1)
+                entry["shared_over_copied"] = round(statistics.median(s / c for s, c in zip(shared_tps, copied_tps)), 3)
+            result[f"{engine}_engine"].append(entry)
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as f:

@@ -183,10 +183,12 @@ def sample_from_logits(logits: Tensor, temperature: float, top_p: float, generat
 class FastSampler:
     """The decode loop for one model; see the module docstring."""
 
-    def __init__(self, model, base_model, eos_token_ids: list[int], pad_token_id: int, autocast=None, lean: bool = True):
+    def __init__(self, model, base_model, eos_token_ids: list[int], pad_token_id: int, autocast=None, lean: bool = True,
+                 share_prefixes: bool = True):
         """`model` is what runs the forward (a peft wrapper included); `base_model` the `PreTrainedModel` under it.
 
-        `lean=False` decodes through the model's own forward even where the lean step could run.
+        `lean=False` decodes through the model's own forward even where the lean step could run;
+        `share_prefixes=False` copies each prompt's cache to its samples even where they could share one.
         """
         self.model = model
         self.base_model = base_model
@@ -198,6 +200,7 @@ class FastSampler:
         self._accepts_position_ids = "position_ids" in params
         self._accepts_logits_to_keep = "logits_to_keep" in params
         self.lean = lean
+        self.share_prefixes = share_prefixes
         self.lean_steps = 0  # decode steps run by the lean step, over all calls
         self.shared_prefix_steps = 0  # of those, steps whose samples attended to one copy of their prompt
 
@@ -284,7 +287,7 @@ class FastSampler:
         # Positions as generate counts them: from each row's first real token (padding gets 1, and is masked).
         position_ids = (prompt_mask.cumsum(-1) - 1).masked_fill(prompt_mask == 0, 1)  # (B, P)
         lean = lean_decoder(self.model, self.base_model)[0] if self.lean else None  # None: the model's forward
-        shared = G > 1 and lean is not None and lean.shares_prefixes(self.autocast)
+        shared = self.share_prefixes and G > 1 and lean is not None and lean.shares_prefixes(self.autocast)
         cache = self._make_cache(prompt_mask, G, max_new_tokens, shared)
         eos = torch.tensor(self.eos_token_ids, dtype=torch.long, device=device)
 

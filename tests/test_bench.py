@@ -99,10 +99,13 @@ def test_generation_figures_add_a_row_per_fast_engine_case():
     fast = [{"rows": 8, "prompts": 8, "samples_per_prompt": 1, "prompt_tokens": 90, "bare_generate_tok_s": 1000.0,
              "fast_tok_s": 2500.0, "fast_over_bare": 2.5},
             {"rows": 64, "prompts": 8, "samples_per_prompt": 8, "prompt_tokens": 90, "bare_generate_tok_s": 2000.0,
-             "fast_tok_s": 9000.0, "fast_over_bare": 4.5}]
+             "fast_tok_s": 9000.0, "fast_over_bare": 4.5, "fast_copied_prefix_tok_s": 6000.0,
+             "shared_over_copied": 1.5}]
     figures = figures_for("generation", {**SAMPLE["generation"], "fast_engine": fast})
-    assert len(figures) == 4
+    assert len(figures) == 5
     assert "8 prompts x 8 sample(s)" in figures[3]["name"] and figures[3]["ratio"] == 4.5
+    assert "one copy of its cache" in figures[4]["name"] and figures[4]["ratio"] == 1.5
+    assert figures[4]["peer"] == "the cache copied to each sample: 6000"
     assert figures[2]["ours"] == "2500" and figures[2]["peer"] == "bare model.generate: 1000"
 
 
