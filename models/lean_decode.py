@@ -42,8 +42,9 @@ prompt, with one softmax over prompt and own positions (eager attention's
 math, split in two; its logits equal the model's own decode within 1e-5).
 The G copies of a prompt were most of what a decode step's attention read: at
 8 prompts x 8 samples of 250 tokens, a layer's attention took 1.4 ms through
-sdpa over the copies and 0.6 ms split (one thread), and a whole sample call of
-32 new tokens 1.13-1.38x less time (2 cores loaded by other jobs). In other
+sdpa over the copies and 0.6 ms split (one thread), and a whole sample call
+ran 1.21x faster at 32 new tokens, 1.26x at 128 (`bench/generation_bench.py`,
+2 cores loaded by other jobs). In other
 dtypes the split would round differently from the model's own attention, so
 there the cache is copied to each sample.
 """
