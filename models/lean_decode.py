@@ -44,9 +44,9 @@ The G copies of a prompt were most of what a decode step's attention read: at
 8 prompts x 8 samples of 250 tokens, a layer's attention took 1.4 ms through
 sdpa over the copies and 0.6 ms split (one thread), and a whole sample call
 ran 1.21x faster at 32 new tokens, 1.26x at 128 (`bench/generation_bench.py`,
-2 cores loaded by other jobs). In other
-dtypes the split would round differently from the model's own attention, so
-there the cache is copied to each sample.
+2 cores loaded by other jobs). In other dtypes the split would round
+differently from the model's own attention, so there the cache is copied to
+each sample.
 """
 
 from __future__ import annotations
@@ -271,9 +271,12 @@ class SharedPrefixLayer(DynamicLayer):
 
     def select_rows(self, index: Tensor) -> None:
         """Keep only the batch rows `index` (in that order), copying just their filled positions."""
-        self.key_buffer = self.key_buffer[index].contiguous()
-        self.value_buffer = self.value_buffer[index].contiguous()
-        self.rows = self.rows[index]
+        t = self.length
+        keys = self.key_buffer.new_empty(len(index), *self.key_buffer.shape[1:])  # (n', Hkv, Dh, T)
+        keys[..., :t].copy_(self.key_buffer[index, ..., :t])
+        values = self.value_buffer.new_empty(len(index), *self.value_buffer.shape[1:])  # (n', Hkv, T, Dh)
+        values[:, :, :t].copy_(self.value_buffer[index, :, :t])
+        self.key_buffer, self.value_buffer, self.rows = keys, values, self.rows[index]
 
     def _to_grid(self, x: Tensor) -> Tensor:
         """(n, Hkv, rep, X) by batch row -> (B, Hkv, G * rep, X): each prompt's rows side by side, zeros where dropped."""
