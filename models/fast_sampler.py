@@ -43,7 +43,7 @@ from torch import Tensor
 from transformers import DynamicCache, GenerationConfig, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
-from models.lean_decode import SharedPrefixLayer, lean_decoder
+from models.lean_decode import SharedPrefixLayer, filled_rows, lean_decoder
 
 # Generation-config fields that never change which token is drawn, or that the
 # wrapper's own generation config always sets; any other non-default field in a
@@ -143,11 +143,8 @@ class PreallocatedLayer(DynamicLayer):
 
     def select_rows(self, index: Tensor) -> None:
         """Keep only the rows `index` (in that order), copying just the filled positions."""
-        for name in ("key_buffer", "value_buffer"):
-            old = getattr(self, name)
-            new = old.new_empty(len(index), *old.shape[1:])
-            new[:, :, : self.length].copy_(old[index, :, : self.length])
-            setattr(self, name, new)
+        self.key_buffer = filled_rows(self.key_buffer, index, self.length, dim=2)
+        self.value_buffer = filled_rows(self.value_buffer, index, self.length, dim=2)
         self._filled(self.length)
 
     def reset(self) -> None:

@@ -220,6 +220,14 @@ class LeanDecoder:
         return F.linear(hidden[:, -1:, :], self.lm_head.weight, self.lm_head.bias)[:, -1]  # (n, V)
 
 
+def filled_rows(buffer: Tensor, index: Tensor, length: int, dim: int) -> Tensor:
+    """A cache buffer of the batch rows `index` (in that order) in which only the first `length` positions along
+    `dim`, the filled ones, are copied; the rest is left as allocated."""
+    out = buffer.new_empty(len(index), *buffer.shape[1:])
+    out.narrow(dim, 0, length).copy_(buffer.narrow(dim, 0, length)[index])
+    return out
+
+
 class SharedPrefixLayer(DynamicLayer):
     """One layer's cache for B prompts x G samples that holds each prompt's keys and values once.
 
@@ -271,12 +279,9 @@ class SharedPrefixLayer(DynamicLayer):
 
     def select_rows(self, index: Tensor) -> None:
         """Keep only the batch rows `index` (in that order), copying just their filled positions."""
-        t = self.length
-        keys = self.key_buffer.new_empty(len(index), *self.key_buffer.shape[1:])  # (n', Hkv, Dh, T)
-        keys[..., :t].copy_(self.key_buffer[index, ..., :t])
-        values = self.value_buffer.new_empty(len(index), *self.value_buffer.shape[1:])  # (n', Hkv, T, Dh)
-        values[:, :, :t].copy_(self.value_buffer[index, :, :t])
-        self.key_buffer, self.value_buffer, self.rows = keys, values, self.rows[index]
+        self.key_buffer = filled_rows(self.key_buffer, index, self.length, dim=3)  # (n', Hkv, Dh, T)
+        self.value_buffer = filled_rows(self.value_buffer, index, self.length, dim=2)  # (n', Hkv, T, Dh)
+        self.rows = self.rows[index]
 
     def _to_grid(self, x: Tensor) -> Tensor:
         """(n, Hkv, rep, X) by batch row -> (B, Hkv, G * rep, X): each prompt's rows side by side, zeros where dropped."""
